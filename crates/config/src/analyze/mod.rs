@@ -1,0 +1,1 @@
+//! Analyzers across resources (placeholder module filled in below).
