@@ -1,1 +1,25 @@
-//! placeholder
+//! Meshwork's data plane: the sidecar proxy.
+//!
+//! Configured only by xDS (it never sees Istio types), it accepts
+//! connections on its listeners (including the iptables capture ports 15001
+//! and 15006), detects their protocol, routes HTTP requests and TCP
+//! connections to clusters, balances over endpoints and reports Istio's
+//! standard metrics and one access-log line per request.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod ctx;
+pub mod detect;
+pub mod drain;
+pub mod http;
+pub mod io;
+pub mod listen;
+pub mod model;
+pub mod options;
+pub mod run;
+pub mod store;
+pub mod tables;
+pub mod tcp;
+pub mod upstream;

@@ -1,0 +1,249 @@
+//! The proxy's own HTTP endpoints: admin on 127.0.0.1:15000 (`/ready`,
+//! `/config_dump`, `/clusters`, `/stats/prometheus`, `/logging`,
+//! `/quitquitquit`), health on 15021 (`/healthz/ready`), and Prometheus
+//! metrics on 15090 and 15020.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use meshwork_xds::TypeUrl;
+use meshwork_xds::client::ClientStatus;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::ctx::ProxyCtx;
+use crate::model::listener::{NetworkFilter, RouteSource};
+use crate::model::route::RouteAction;
+use crate::store::ConfigStore;
+
+/// Changes the log filter (e.g. `debug`, `meshwork_proxy=trace`).
+pub type LogControl = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Data path state.
+    pub ctx: Arc<ProxyCtx>,
+    /// Config store.
+    pub store: Arc<ConfigStore>,
+    /// xDS client status.
+    pub xds: watch::Receiver<ClientStatus>,
+    /// Log level control.
+    pub log: Option<LogControl>,
+    /// Notified by `/quitquitquit`.
+    pub quit: Arc<Notify>,
+}
+
+impl AdminState {
+    fn is_ready(&self) -> bool {
+        *self.store.ready().borrow() && !self.ctx.drain.is_draining()
+    }
+}
+
+/// The admin router (bind it to loopback only).
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/config_dump", get(config_dump))
+        .route("/clusters", get(clusters))
+        .route("/stats/prometheus", get(stats))
+        .route("/logging", post(logging).get(logging))
+        .route("/quitquitquit", post(quit))
+        .with_state(state)
+}
+
+/// The health router (15021).
+pub fn health_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz/ready", get(ready))
+        .with_state(state)
+}
+
+/// The metrics router (15090 and 15020).
+pub fn stats_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/stats/prometheus", get(stats))
+        .route("/metrics", get(stats))
+        .route("/healthz/ready", get(ready))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    if s.is_ready() {
+        (StatusCode::OK, "LIVE\n").into_response()
+    } else if s.ctx.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PRE_INITIALIZING: waiting for the first complete xDS configuration\n",
+        )
+            .into_response()
+    }
+}
+
+async fn stats(State(s): State<AdminState>) -> Response {
+    let body = s.ctx.metrics.encode();
+    (
+        [(header::CONTENT_TYPE, meshwork_telemetry::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+async fn quit(State(s): State<AdminState>) -> &'static str {
+    s.quit.notify_one();
+    "OK\n"
+}
+
+async fn logging(
+    State(s): State<AdminState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let Some(level) = q.get("level") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "usage: POST /logging?level=<filter>, e.g. level=debug\n",
+        )
+            .into_response();
+    };
+    match &s.log {
+        None => (StatusCode::NOT_IMPLEMENTED, "log control unavailable\n").into_response(),
+        Some(set) => match set(level) {
+            Ok(()) => (StatusCode::OK, format!("log level set to {level}\n")).into_response(),
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        },
+    }
+}
+
+async fn clusters(State(s): State<AdminState>) -> String {
+    let tables = s.ctx.tables.load();
+    let mut out = String::new();
+    let mut names: Vec<_> = tables.clusters.keys().collect();
+    names.sort();
+    for name in names {
+        let c = &tables.clusters[name];
+        for e in &c.endpoints().all {
+            out.push_str(&format!(
+                "{name}::{}::health_flags::{}\n{name}::{}::rq_active::{}\n{name}::{}::weight::{}\n",
+                e.address(),
+                if e.model.healthy {
+                    "healthy"
+                } else {
+                    "/failed_eds_health"
+                },
+                e.address(),
+                e.active.load(Ordering::Relaxed),
+                e.address(),
+                e.model.weight,
+            ));
+        }
+    }
+    out
+}
+
+async fn config_dump(State(s): State<AdminState>) -> Response {
+    let xds = s.xds.borrow().clone();
+    let tables = s.ctx.tables.load_full();
+    let version = |t: TypeUrl| {
+        xds.types
+            .get(&t)
+            .map(|st| json!({"acked": st.acked_version, "received": st.received_version, "last_nack": st.last_nack}))
+            .unwrap_or(Value::Null)
+    };
+    let versions: BTreeMap<String, String> = s
+        .store
+        .raw(TypeUrl::Listener)
+        .into_iter()
+        .map(|(name, version, _)| (name, version))
+        .collect();
+    let listeners: Vec<Value> = tables
+        .listeners
+        .values()
+        .map(|l| {
+            let chain = |c: &crate::model::listener::FilterChainModel| {
+                let filter = match &c.filter {
+                    NetworkFilter::Http(h) => json!({"http_connection_manager": {
+                        "stat_prefix": h.stat_prefix,
+                        "rds": match &h.routes { RouteSource::Rds(n) => json!(n), RouteSource::Inline(t) => json!({"inline": t.name}) },
+                    }}),
+                    NetworkFilter::Tcp(t) => json!({"tcp_proxy": {"stat_prefix": t.stat_prefix, "clusters": t.clusters.names()}}),
+                };
+                json!({"name": c.name, "match": format!("{:?}", c.matcher), "filter": filter})
+            };
+            json!({
+                "name": l.name,
+                "version_info": versions.get(&l.name),
+                "address": l.address.to_string(),
+                "bind_to_port": l.bind,
+                "use_original_dst": l.use_original_dst,
+                "traffic_direction": if l.inbound { "INBOUND" } else { "OUTBOUND" },
+                "filter_chains": l.chains.iter().map(chain).collect::<Vec<_>>(),
+                "default_filter_chain": l.default_chain.as_ref().map(chain),
+            })
+        })
+        .collect();
+    let mut routes: Vec<Value> = tables
+        .routes
+        .values()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "virtual_hosts": r.virtual_hosts.iter().map(|vh| json!({
+                    "name": vh.name,
+                    "domains": vh.domains,
+                    "routes": vh.routes.iter().map(|rt| json!({
+                        "name": rt.name,
+                        "match": format!("{:?}", rt.matcher.path),
+                        "action": match &rt.action {
+                            RouteAction::Forward(f) => json!({"route": {"clusters": format!("{:?}", f.clusters), "timeout_ms": f.timeout.map(|t| t.as_millis() as u64)}}),
+                            RouteAction::Redirect(r) => json!({"redirect": format!("{r:?}")}),
+                            RouteAction::Direct { status, .. } => json!({"direct_response": status}),
+                        },
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    routes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut clusters: Vec<Value> = tables
+        .clusters
+        .values()
+        .map(|c| {
+            json!({
+                "name": c.model.name,
+                "type": format!("{:?}", c.model.discovery),
+                "lb_policy": format!("{:?}", c.model.lb),
+                "protocol": format!("{:?}", c.model.protocol),
+                "connect_timeout_ms": c.model.connect_timeout.as_millis() as u64,
+                "endpoints": c.endpoints().all.iter().map(|e| json!({
+                    "address": e.address().to_string(),
+                    "healthy": e.model.healthy,
+                    "weight": e.model.weight,
+                    "active_requests": e.active.load(Ordering::Relaxed),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let dump = json!({
+        "node": {"id": s.ctx.identity.node_id, "cluster": s.ctx.identity.cluster},
+        "xds": {
+            "connected": xds.connected,
+            "last_error": xds.last_error,
+            "versions": {"LDS": version(TypeUrl::Listener), "RDS": version(TypeUrl::Route), "CDS": version(TypeUrl::Cluster), "EDS": version(TypeUrl::Endpoint)},
+        },
+        "configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners},
+            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},
+        ],
+    });
+    axum::Json(dump).into_response()
+}

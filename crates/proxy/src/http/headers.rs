@@ -1,0 +1,126 @@
+//! Header handling shared by the request path: hop-by-hop headers, the
+//! request's authority, and locally generated replies that say why.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use meshwork_telemetry::ResponseFlag;
+
+use crate::body::{self, ProxyBody};
+
+/// The header that carries the reason of a locally generated error.
+pub const REASON_HEADER: &str = "x-meshwork-reason";
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110
+/// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        headers.remove(n);
+    }
+    if !keep_upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The request's authority: `:authority` (HTTP/2, absolute URIs) or `Host`.
+pub fn authority(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+/// A locally generated reply carrying its reason in a header and the body.
+pub fn local_reply(
+    status: u16,
+    flag: Option<ResponseFlag>,
+    detail: &str,
+) -> http::Response<ProxyBody> {
+    let text = match (flag, detail.is_empty()) {
+        (Some(f), true) => f.reason().to_string(),
+        (Some(f), false) => format!("{}: {detail}", f.reason()),
+        (None, _) => detail.to_string(),
+    };
+    let mut resp = http::Response::new(body::full(text.clone()));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Some(f) = flag
+        && let Ok(v) = HeaderValue::from_str(&format!("{} {}", f.code(), f.reason()))
+    {
+        h.insert(REASON_HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed_te_trailers_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers, deflate".parse().unwrap());
+        h.insert("x-app", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-app").unwrap(), "1");
+    }
+
+    #[test]
+    fn upgrade_kept_for_tunnels() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert!(h.get(header::CONNECTION).is_some());
+    }
+
+    #[test]
+    fn local_reply_says_why() {
+        let r = local_reply(503, Some(ResponseFlag::NoHealthyUpstream), "");
+        assert_eq!(r.status(), 503);
+        assert!(
+            r.headers()[REASON_HEADER]
+                .to_str()
+                .unwrap()
+                .starts_with("UH ")
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! HTTP/1.1 and HTTP/2 serving of downstream connections.
+
+mod exchange;
+pub mod headers;
+mod request;
+mod upgrade;
+
+pub use exchange::ConnInfo;
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::ctx::ProxyCtx;
+use crate::io::{ConnStats, CountingIo, LastWords};
+use crate::model::listener::HttpManager;
+use request::HttpConn;
+
+/// Sent when a client does not finish its request headers in time.
+const REQUEST_TIMEOUT_REPLY: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\nx-meshwork-reason: request header timeout\r\n\r\n";
+
+/// Serves HTTP on a connection until it closes, idles out or is drained.
+pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, hcm: Arc<HttpManager>, info: ConnInfo) {
+    let stats = ConnStats::new();
+    let last_words = LastWords::default();
+    let io = TokioIo::new(CountingIo::new(stream, stats.clone(), last_words.clone()));
+    let limits = ctx.limits.clone();
+    let h2 = info.h2;
+    let idle = hcm
+        .idle_timeout
+        .map_or(limits.idle_timeout, |t| t.min(limits.idle_timeout));
+    let header_timeout = hcm
+        .request_headers_timeout
+        .map_or(limits.request_header_timeout, |t| {
+            t.min(limits.request_header_timeout)
+        });
+    let max_header_bytes = hcm
+        .max_request_headers_bytes
+        .unwrap_or(limits.max_header_bytes);
+    let max_headers = hcm.max_headers_count.unwrap_or(limits.max_headers);
+    let conn = Arc::new(HttpConn {
+        ctx: ctx.clone(),
+        hcm,
+        info,
+        stats: stats.clone(),
+    });
+    let service = service_fn(move |req| request::handle(conn.clone(), req));
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(max_header_bytes as u32)
+            .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(1024))
+            .adaptive_window(true)
+            .keep_alive_interval(Some(Duration::from_secs(60)));
+        let c = b.serve_connection(io, service);
+        let _ = drive(c, &ctx, &stats, idle, &last_words).await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_header_bytes.max(8192))
+            .max_headers(max_headers)
+            .keep_alive(true);
+        let c = b.serve_connection(io, service).with_upgrades();
+        let _ = drive(c, &ctx, &stats, idle, &last_words).await;
+    }
+}
+
+/// A server connection that can be asked to finish gracefully (HTTP/2
+/// GOAWAY; HTTP/1 close after the in-flight response).
+trait Graceful: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: std::future::Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: std::future::Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a connection, shutting it down gracefully on drain or idleness.
+async fn drive<C>(
+    conn: C,
+    ctx: &ProxyCtx,
+    stats: &ConnStats,
+    idle: Duration,
+    last_words: &LastWords,
+) -> Result<(), hyper::Error>
+where
+    C: Graceful,
+{
+    let mut conn = pin!(conn);
+    let mut shutting_down = false;
+    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let drain = ctx.drain.clone();
+    let mut drained = pin!(drain.started());
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = &res {
+                    if e.is_timeout() && stats.has_partial_input() {
+                        // The request head never completed: say so before closing.
+                        last_words.set(REQUEST_TIMEOUT_REPLY);
+                        tracing::info!("request header timeout: 408");
+                    } else if e.is_parse() || e.is_parse_too_large() {
+                        tracing::info!(error = %e, "malformed request");
+                    } else {
+                        tracing::debug!(error = %e, "connection error");
+                    }
+                }
+                return res;
+            }
+            _ = &mut drained, if !shutting_down => {
+                conn.as_mut().shutdown();
+                shutting_down = true;
+            }
+            _ = tokio::time::sleep(tick), if !shutting_down => {
+                if stats.idle_for() >= idle {
+                    conn.as_mut().shutdown();
+                    shutting_down = true;
+                }
+            }
+        }
+    }
+}

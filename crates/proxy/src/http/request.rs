@@ -1,0 +1,409 @@
+//! The request path: route lookup, local answers (direct responses,
+//! redirects, errors), forwarding upstream with timeouts, and the response
+//! path back, with accounting attached to the response body's end.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use meshwork_telemetry::{PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, ResponseFlag};
+
+use super::exchange::{ConnInfo, Exchange};
+use super::headers::{authority, local_reply, strip_hop_by_hop};
+use super::upgrade;
+use crate::body::{self, BodyEnd, Observed, ProxyBody};
+use crate::ctx::ProxyCtx;
+use crate::io::ConnStats;
+use crate::model::cluster::UpstreamProtocol;
+use crate::model::listener::{HttpManager, RouteSource};
+use crate::model::route::{
+    ForwardAction, RedirectModel, RouteAction, RouteModel, VirtualHostModel,
+};
+use crate::tables::ClusterState;
+
+/// Everything one HTTP connection's requests share.
+pub struct HttpConn {
+    /// Proxy-wide state.
+    pub ctx: Arc<ProxyCtx>,
+    /// The connection manager config.
+    pub hcm: Arc<HttpManager>,
+    /// Connection facts.
+    pub info: ConnInfo,
+    /// Byte counters (for the slowloris mark).
+    pub stats: Arc<ConnStats>,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    conn: Arc<HttpConn>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    conn.stats.mark_read();
+    let wants_upgrade = !conn.info.h2 && req.headers().contains_key(header::UPGRADE);
+    let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host = authority(&parts).unwrap_or_default();
+    let mut ex = Exchange::new(conn.ctx.clone(), &conn.info, &parts, &host);
+
+    // Request body: counted, limited, and its end marks the input complete.
+    let limit = conn.ctx.limits.max_request_body_bytes;
+    if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
+        && len > limit
+    {
+        return Ok(reply(ex, local_reply(413, None, "request body too large")));
+    }
+    let counter = ex.request_bytes.clone();
+    let stats = conn.stats.clone();
+    let body = Observed::new(
+        body,
+        limit,
+        Box::new(move |n, _end, _| {
+            counter.store(n, std::sync::atomic::Ordering::Relaxed);
+            stats.mark_read();
+        }),
+    );
+
+    let tables = conn.ctx.tables.load_full();
+    let table = match &conn.hcm.routes {
+        RouteSource::Rds(name) => tables.routes.get(name).cloned(),
+        RouteSource::Inline(t) => Some(t.clone()),
+    };
+    let match_host = if conn.hcm.strip_any_host_port {
+        host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h)
+    } else {
+        host.as_str()
+    };
+    let Some((vh, route)) = table
+        .as_ref()
+        .and_then(|t| t.find_vhost(match_host))
+        .and_then(|vh| vh.find_route(&parts).map(|r| (vh, r.clone())))
+    else {
+        ex.flag(ResponseFlag::NoRouteFound);
+        return Ok(reply(
+            ex,
+            local_reply(404, Some(ResponseFlag::NoRouteFound), ""),
+        ));
+    };
+    ex.set_route(&route.name);
+    match &route.action {
+        RouteAction::Direct { status, body } => {
+            let mut resp = Response::new(body::full(body.clone()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            apply_response_headers(vh, &route, resp.headers_mut());
+            Ok(reply(ex, resp))
+        }
+        RouteAction::Redirect(r) => {
+            let mut resp = redirect(r, &parts, &host, &route);
+            apply_response_headers(vh, &route, resp.headers_mut());
+            Ok(reply(ex, resp))
+        }
+        RouteAction::Forward(f) => {
+            let cluster_name = f.clusters.pick(rand::random::<f64>()).to_string();
+            let Some(cluster) = tables.clusters.get(&cluster_name).cloned() else {
+                ex.flag(ResponseFlag::NoClusterFound);
+                return Ok(reply(
+                    ex,
+                    local_reply(503, Some(ResponseFlag::NoClusterFound), &cluster_name),
+                ));
+            };
+            drop(tables);
+            rewrite_request(&mut parts, f, &route, &host);
+            vh.headers.apply_request(&mut parts.headers);
+            route.headers.apply_request(&mut parts.headers);
+            let req = Request::from_parts(parts, body::boxed(body));
+            Ok(forward(conn, ex, cluster, req, f, vh, &route, downstream_upgrade).await)
+        }
+    }
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn apply_response_headers(vh: &VirtualHostModel, route: &RouteModel, h: &mut http::HeaderMap) {
+    route.headers.apply_response(h);
+    vh.headers.apply_response(h);
+}
+
+/// Attaches the exchange's accounting to a response whose body is local.
+fn reply(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    observe_response(ex, resp)
+}
+
+/// Wraps the response body so the exchange finishes when it ends.
+fn observe_response(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let status = resp.status().as_u16();
+    let header_grpc = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = resp.into_parts();
+    let mut ex = Some(ex);
+    let observed = Observed::new(
+        body,
+        None,
+        Box::new(move |bytes, end, trailers| {
+            let Some(mut ex) = ex.take() else { return };
+            let grpc = trailers
+                .and_then(|t| t.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or(header_grpc);
+            match end {
+                BodyEnd::Complete => {}
+                BodyEnd::Error => ex.flag(ResponseFlag::UpstreamRemoteReset),
+                BodyEnd::Dropped => ex.flag(ResponseFlag::DownstreamConnectionTermination),
+            }
+            ex.finish(status, bytes, grpc.as_deref());
+        }),
+    );
+    Response::from_parts(parts, body::boxed(observed))
+}
+
+fn rewrite_request(
+    parts: &mut http::request::Parts,
+    f: &ForwardAction,
+    route: &RouteModel,
+    host: &str,
+) {
+    let path = parts.uri.path().to_string();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let new_path = if let Some(prefix) = &f.prefix_rewrite {
+        match &route.matcher.path {
+            crate::model::route::PathMatch::Prefix(p)
+            | crate::model::route::PathMatch::Separated(p) => {
+                let rest = path.get(p.len()..).unwrap_or("");
+                Some(format!("{prefix}{rest}"))
+            }
+            _ => Some(prefix.clone()),
+        }
+    } else {
+        f.regex_rewrite
+            .as_ref()
+            .map(|(re, sub)| re.replace_all(&path, sub.as_str()).into_owned())
+    };
+    if let Some(p) = new_path
+        && let Ok(uri) = format!("{p}{query}").parse::<Uri>()
+    {
+        parts.uri = uri;
+    }
+    let host_value = match &f.host_rewrite {
+        Some(h) => Some(h.clone()),
+        None => HeaderValue::from_str(host).ok(),
+    };
+    if let Some(h) = host_value {
+        parts.headers.insert(header::HOST, h);
+    }
+}
+
+fn redirect(
+    r: &RedirectModel,
+    parts: &http::request::Parts,
+    host: &str,
+    route: &RouteModel,
+) -> Response<ProxyBody> {
+    let (orig_host, orig_port) = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (host, None),
+    };
+    let scheme = r.scheme.clone().unwrap_or_else(|| "http".into());
+    let new_host = r.host.clone().unwrap_or_else(|| orig_host.to_string());
+    let port = r
+        .port
+        .map(|p| p.to_string())
+        .or_else(|| {
+            if r.host.is_none() {
+                orig_port.map(str::to_string)
+            } else {
+                None
+            }
+        })
+        .filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let path = if let Some(p) = &r.path {
+        p.clone()
+    } else if let Some(prefix) = &r.prefix_rewrite {
+        let current = parts.uri.path();
+        match &route.matcher.path {
+            crate::model::route::PathMatch::Prefix(p) => {
+                format!("{prefix}{}", current.get(p.len()..).unwrap_or(""))
+            }
+            _ => prefix.clone(),
+        }
+    } else {
+        parts.uri.path().to_string()
+    };
+    let query = match (r.strip_query, parts.uri.query()) {
+        (false, Some(q)) if !path.contains('?') => format!("?{q}"),
+        _ => String::new(),
+    };
+    let location = match port {
+        Some(p) => format!("{scheme}://{new_host}:{p}{path}{query}"),
+        None => format!("{scheme}://{new_host}{path}{query}"),
+    };
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    conn: Arc<HttpConn>,
+    mut ex: Exchange,
+    cluster: Arc<ClusterState>,
+    mut req: Request<ProxyBody>,
+    f: &ForwardAction,
+    vh: &VirtualHostModel,
+    route: &RouteModel,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let Some(endpoint) = cluster.pick(Some(conn.info.original_dst)) else {
+        ex.flag(ResponseFlag::NoHealthyUpstream);
+        return reply(
+            ex,
+            local_reply(503, Some(ResponseFlag::NoHealthyUpstream), ""),
+        );
+    };
+    ex.set_upstream(&cluster.model.name, &endpoint);
+    let mut active = Some(endpoint.track());
+
+    let is_upgrade = downstream_upgrade.is_some();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, is_upgrade);
+    // The proxy answers `Expect: 100-continue` itself (hyper sends the 100
+    // when the body is first read), as Envoy does by default.
+    headers.remove(header::EXPECT);
+    if !headers.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(&request_id())
+    {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if conn.info.inbound {
+        headers.remove(PEER_METADATA_HEADER);
+        headers.remove(PEER_METADATA_ID_HEADER);
+    } else {
+        headers.insert(PEER_METADATA_HEADER, conn.ctx.peer_header.clone());
+        headers.insert(PEER_METADATA_ID_HEADER, conn.ctx.peer_id_header.clone());
+    }
+
+    let use_h2 = match cluster.model.protocol {
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::UseDownstream => conn.info.h2,
+    } && !is_upgrade;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let target = format!("http://{}{}", endpoint.address(), path);
+    match target.parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => {
+            return reply(
+                ex,
+                local_reply(400, None, "request path cannot be forwarded"),
+            );
+        }
+    }
+    *req.version_mut() = if use_h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let client = if use_h2 {
+        &cluster.pools.http2
+    } else {
+        &cluster.pools.http1
+    };
+
+    let call = client.request(req);
+    let result = match f.timeout {
+        Some(t) => match tokio::time::timeout(t, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                ex.flag(ResponseFlag::UpstreamRequestTimeout);
+                return reply(
+                    ex,
+                    local_reply(504, Some(ResponseFlag::UpstreamRequestTimeout), ""),
+                );
+            }
+        },
+        None => call.await,
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let (flag, detail) = if e.is_connect() {
+                (
+                    ResponseFlag::UpstreamConnectionFailure,
+                    "connection failure",
+                )
+            } else {
+                (
+                    ResponseFlag::UpstreamConnectionTermination,
+                    "connection termination",
+                )
+            };
+            ex.flag(flag);
+            ex.failure_reason(format!("{e:?}"));
+            tracing::debug!(cluster = cluster.model.name, upstream = %endpoint.address(), error = ?e, "upstream request failed");
+            return reply(ex, local_reply(503, Some(flag), detail));
+        }
+    };
+    ex.learn_upstream_peer(resp.headers());
+    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded && let Some(down) = downstream_upgrade {
+        let up = hyper::upgrade::on(&mut resp);
+        if let Some(guard) = active.take() {
+            upgrade::tunnel(down, up, guard);
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgraded);
+    if !conn.info.inbound {
+        parts.headers.remove(PEER_METADATA_HEADER);
+        parts.headers.remove(PEER_METADATA_ID_HEADER);
+    } else {
+        parts
+            .headers
+            .insert(PEER_METADATA_HEADER, conn.ctx.peer_header.clone());
+        parts
+            .headers
+            .insert(PEER_METADATA_ID_HEADER, conn.ctx.peer_id_header.clone());
+    }
+    if let Some(ms) = ex.upstream_elapsed_ms() {
+        parts
+            .headers
+            .insert("x-envoy-upstream-service-time", HeaderValue::from(ms));
+    }
+    apply_response_headers(vh, route, &mut parts.headers);
+    // Keep the endpoint counted as busy until the response body ends.
+    let body = Observed::new(body, None, Box::new(move |_, _, _| drop(active)));
+    observe_response(ex, Response::from_parts(parts, body::boxed(body)))
+}
+
+/// A random request id in UUID v4 form.
+fn request_id() -> String {
+    let v: u128 = rand::random();
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
