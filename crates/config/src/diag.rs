@@ -59,12 +59,6 @@ pub mod codes {
         name: "ReadError",
         level: Level::Error,
     };
-    /// Two documents declare the same kind, namespace and name.
-    pub const DUPLICATE_RESOURCE: Code = Code {
-        id: "MW0004",
-        name: "DuplicateResource",
-        level: Level::Error,
-    };
     /// A referenced resource does not exist (Istio's IST0101).
     pub const REFERENCED_RESOURCE_NOT_FOUND: Code = Code {
         id: "IST0101",
