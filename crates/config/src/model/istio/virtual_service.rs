@@ -4,14 +4,6 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// Specifies the number of a port on the destination service on which this policy is being applied.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct PortSelector {
-    /// The `number` field.
-    #[serde(rename = "number", default, skip_serializing_if = "Option::is_none")]
-    pub number: Option<i64>,
-}
-
 /// The `Destination` settings.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Destination {
