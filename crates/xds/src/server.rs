@@ -121,6 +121,20 @@ impl AdsServer {
             .await
     }
 
+    /// Serves ADS on a bound Unix domain socket until the future is dropped,
+    /// as pilot-agent serves Envoy's xDS on `./etc/istio/proxy/XDS`. Clients
+    /// reach it as `unix:///path/to/socket`.
+    pub async fn serve_unix(
+        self,
+        listener: tokio::net::UnixListener,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(self.service())
+            .serve_with_incoming(incoming)
+            .await
+    }
+
     fn update_node(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
         if let Ok(mut nodes) = self.nodes.lock() {
             f(nodes.entry(node.to_string()).or_default());
@@ -244,17 +258,19 @@ impl AdsServer {
                 let Some(sub) = subs.get_mut(&t) else {
                     continue;
                 };
-                let set = snap.types.get(&t);
-                let version = set.map(|s| s.version).unwrap_or(0);
+                // A type never set is not known yet: say nothing rather than
+                // claim it is empty (an empty answer completes a proxy's
+                // initialization).
+                let Some(set) = snap.types.get(&t) else {
+                    continue;
+                };
+                let version = set.version;
                 let resources: Vec<Any> = set
-                    .map(|s| {
-                        s.resources
-                            .iter()
-                            .filter(|(name, _)| sub.wildcard || sub.names.contains(*name))
-                            .map(|(_, r)| r.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                    .resources
+                    .iter()
+                    .filter(|(name, _)| sub.wildcard || sub.names.contains(*name))
+                    .map(|(_, r)| r.clone())
+                    .collect();
                 nonce += 1;
                 sub.sent_version = Some(version);
                 let response = DiscoveryResponse {
