@@ -185,6 +185,17 @@ impl Mesh {
 
     /// Starts an ADS server and a proxy with these limits.
     pub async fn start_with(limits: Limits) -> Mesh {
+        Self::start_full(limits, AccessLogger::disabled(), "test", false).await
+    }
+
+    /// Starts an ADS server and a proxy with a given access logger, workload
+    /// name and (for the peer exchange) labels app=<workload>, version=v1.
+    pub async fn start_full(
+        limits: Limits,
+        log: AccessLogger,
+        workload: &str,
+        labels: bool,
+    ) -> Mesh {
         let ads = AdsServer::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let xds_addr = l.local_addr().unwrap();
@@ -194,7 +205,16 @@ impl Mesh {
             identity: Identity {
                 node_id: "sidecar~127.0.0.1~test.default~default.svc.cluster.local".into(),
                 namespace: "default".into(),
-                workload: "test".into(),
+                workload: workload.into(),
+                labels: if labels {
+                    [
+                        ("app".to_string(), workload.to_string()),
+                        ("version".to_string(), "v1".to_string()),
+                    ]
+                    .into()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             },
             xds_address: xds_addr.to_string(),
@@ -205,9 +225,7 @@ impl Mesh {
             limits,
             access_log: false,
         };
-        let proxy = meshwork_proxy::run::start(opts, AccessLogger::disabled(), None)
-            .await
-            .unwrap();
+        let proxy = meshwork_proxy::run::start(opts, log, None).await.unwrap();
         Mesh {
             ads,
             proxy,
