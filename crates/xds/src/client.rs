@@ -47,7 +47,9 @@ pub trait ResourceSink: Send + Sync + 'static {
 /// How to reach the control plane and who this proxy is.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `http://host:port` (a bare `host:port` is accepted).
+    /// `http://host:port` (a bare `host:port` is accepted), or
+    /// `unix:///path/to/socket` for a Unix domain socket (tonic's `Endpoint`
+    /// connects to those itself; see `AdsServer::serve_unix`).
     pub address: String,
     /// The node identity sent on the first request of each stream.
     pub node: Node,
