@@ -1,6 +1,7 @@
 //! A YAML/JSON value tree that remembers where every node came from.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One step of a field path: a mapping key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -11,33 +12,75 @@ pub enum Seg {
     Index(usize),
 }
 
-/// A field path such as `spec.http[0].route[1].weight`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct FieldPath(pub Vec<Seg>);
+/// A field path such as `spec.http[0].route[1].weight`. Extending a path
+/// is O(1) (paths share their parents), so validators can build the path of
+/// every node they visit cheaply.
+#[derive(Clone, Default)]
+pub struct FieldPath(Option<Arc<Link>>);
+
+struct Link {
+    parent: FieldPath,
+    seg: Seg,
+}
 
 impl FieldPath {
     /// The empty path (the document root).
     pub fn root() -> Self {
-        Self(Vec::new())
+        Self(None)
+    }
+
+    fn push(&self, seg: Seg) -> Self {
+        Self(Some(Arc::new(Link {
+            parent: self.clone(),
+            seg,
+        })))
     }
 
     /// This path extended by a key.
     pub fn key(&self, k: &str) -> Self {
-        let mut v = self.0.clone();
-        v.push(Seg::Key(k.to_string()));
-        Self(v)
+        self.push(Seg::Key(k.to_string()))
     }
 
     /// This path extended by a list index.
     pub fn index(&self, i: usize) -> Self {
-        let mut v = self.0.clone();
-        v.push(Seg::Index(i));
-        Self(v)
+        self.push(Seg::Index(i))
     }
 
     /// Whether this is the root path.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
+    }
+
+    /// The steps from the root.
+    pub fn segments(&self) -> Vec<&Seg> {
+        let mut out = Vec::new();
+        let mut cur = self;
+        while let Some(link) = &cur.0 {
+            out.push(&link.seg);
+            cur = &link.parent;
+        }
+        out.reverse();
+        out
+    }
+}
+
+impl PartialEq for FieldPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.segments() == other.segments()
+    }
+}
+
+impl Eq for FieldPath {}
+
+impl std::hash::Hash for FieldPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.segments().hash(state);
+    }
+}
+
+impl fmt::Debug for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldPath({self})")
     }
 }
 
@@ -49,7 +92,7 @@ fn plain_key(k: &str) -> bool {
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
+        for (i, seg) in self.segments().into_iter().enumerate() {
             match seg {
                 Seg::Key(k) if plain_key(k) => {
                     if i > 0 {
@@ -147,7 +190,7 @@ impl Node {
     pub fn line_of(&self, path: &FieldPath) -> u32 {
         let mut cur = self;
         let mut line = self.line;
-        for seg in &path.0 {
+        for seg in path.segments() {
             let next = match (seg, &cur.value) {
                 (Seg::Key(k), Value::Map(entries)) => {
                     entries.iter().find(|e| &e.key == k).map(|e| {
