@@ -14,7 +14,7 @@ use crate::logging::LogControl;
 /// Sidecar proxy bootstrap.
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// Control plane ADS address.
+    /// Control plane ADS address: `host:port`, `http://host:port` or `unix:///path/to/socket`.
     #[arg(long, env = "MESHWORK_XDS_ADDRESS", default_value = "127.0.0.1:15010")]
     xds_address: String,
     /// xDS node id; defaults to Istio's form `sidecar~IP~WORKLOAD.NS~NS.svc.cluster.local`.

@@ -1,6 +1,7 @@
 //! Diagnostic logging to stderr, with a filter the admin `/logging`
 //! endpoint can change at run time. (Access logs go to stdout.)
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -20,6 +21,7 @@ pub fn init(filter: &str) -> anyhow::Result<LogControl> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(true),
         )
         .init();

@@ -2,6 +2,7 @@
 //! shell over a library crate.
 #![forbid(unsafe_code)]
 
+mod cmd_analyze;
 mod cmd_proxy;
 mod logging;
 
@@ -23,20 +24,24 @@ enum Command {
     /// Run the sidecar proxy: captures a workload's traffic (15001 outbound,
     /// 15006 inbound), routes it as its xDS configuration says, and serves
     /// admin (15000), health (15021) and metrics (15090, 15020).
-    Proxy(cmd_proxy::ProxyArgs),
+    Proxy(Box<cmd_proxy::ProxyArgs>),
+    /// Load, validate and analyze Istio configuration like `istioctl analyze`
+    /// (prints findings with file:line and field path; exit 79 on errors).
+    Analyze(cmd_analyze::AnalyzeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let log = logging::init(&cli.log_level)?;
     let code = match cli.command {
+        Command::Analyze(args) => cmd_analyze::run(&args)?,
         Command::Proxy(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .worker_threads(args.concurrency.max(1))
                 .thread_name("meshwork-proxy")
                 .build()?;
-            rt.block_on(cmd_proxy::run(args, log))?;
+            rt.block_on(cmd_proxy::run(*args, log))?;
             0
         }
     };
