@@ -1,27 +1,46 @@
-//! Upstream HTTP connection pools: one pool per cluster and endpoint, with
-//! HTTP/1.1 keep-alive reuse or one multiplexed HTTP/2 connection, and an
-//! idle timeout. Built on hyper-util's pooling client, one per cluster and
-//! protocol so each cluster keeps its own connect and idle timeouts.
+//! Upstream HTTP connection pools, one set per cluster so each cluster keeps
+//! its own connect and idle timeouts.
+//!
+//! - HTTP/1.1: hyper-util's pooling client, keyed by endpoint address, with
+//!   keep-alive reuse and an idle timeout.
+//! - HTTP/2: one multiplexed connection per endpoint, kept here. hyper-util's
+//!   client keys its pool on the request URI's authority, which would force
+//!   `:authority` to be the endpoint's address; an intermediary must forward
+//!   the original authority (RFC 9113 8.3.1), so HTTP/2 has its own pool.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::ProxyBody;
 use crate::model::cluster::ClusterModel;
 
-/// An HTTP client over a cluster's endpoints.
+/// An HTTP/1.1 client over a cluster's endpoints.
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, timed out).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection or stream failed after it was made.
+    #[error("{0}")]
+    Request(String),
+}
 
 /// The pools of one cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterPools {
-    /// HTTP/1.1 keep-alive pool.
-    pub http1: HttpClient,
-    /// HTTP/2 (prior knowledge) pool: one connection per endpoint.
-    pub http2: HttpClient,
+    http1: HttpClient,
+    http2: Arc<H2Pool>,
 }
 
 impl ClusterPools {
@@ -37,18 +56,171 @@ impl ClusterPools {
             .pool_max_idle_per_host(1024)
             .retry_canceled_requests(false)
             .set_host(false);
-        let mut h2 = Client::builder(TokioExecutor::new());
-        h2.pool_idle_timeout(model.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .http2_adaptive_window(true)
-            .retry_canceled_requests(false)
-            .set_host(false);
         ClusterPools {
-            http1: h1.build(connector.clone()),
-            http2: h2.build(connector),
+            http1: h1.build(connector),
+            http2: Arc::new(H2Pool {
+                connect_timeout: model.connect_timeout,
+                idle_timeout: model.idle_timeout,
+                conns: Mutex::default(),
+            }),
         }
+    }
+
+    /// Sends a request to `endpoint`. The request's URI must be absolute
+    /// (`http://authority/path`): for HTTP/1.1 its authority is replaced by
+    /// the endpoint (the Host header carries the original); for HTTP/2 it
+    /// stays the original authority and the connection goes to `endpoint`.
+    pub async fn send(
+        &self,
+        endpoint: SocketAddr,
+        http2: bool,
+        mut req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        if http2 {
+            *req.version_mut() = http::Version::HTTP_2;
+            req.headers_mut().remove(http::header::HOST);
+            return self.http2.send(endpoint, req).await;
+        }
+        *req.version_mut() = http::Version::HTTP_11;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = format!("http://{endpoint}{pq}")
+            .parse()
+            .map_err(|e| UpstreamError::Request(format!("bad request target: {e}")))?;
+        *req.uri_mut() = uri;
+        self.http1.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(format!("{e:?}"))
+            } else {
+                UpstreamError::Request(format!("{e:?}"))
+            }
+        })
+    }
+}
+
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// One HTTP/2 connection per endpoint, reconnected when it closes and
+/// dropped when idle.
+#[derive(Debug)]
+struct H2Pool {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    conns: Mutex<HashMap<SocketAddr, H2Conn>>,
+}
+
+#[derive(Clone, Debug)]
+struct H2Conn {
+    sender: SendRequest<ProxyBody>,
+    last_used: Arc<AtomicU64>,
+    epoch: Instant,
+    id: u64,
+}
+
+impl H2Pool {
+    fn cached(&self, endpoint: SocketAddr) -> Option<H2Conn> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(&endpoint)
+            .filter(|c| !c.sender.is_closed())
+            .cloned()
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let conn = match self.cached(endpoint) {
+            Some(c) => c,
+            None => self.connect(endpoint).await?,
+        };
+        conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
+        let mut sender = conn.sender;
+        sender
+            .ready()
+            .await
+            .map_err(|e| UpstreamError::Request(format!("{e:?}")))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::Request(format!("{e:?}")))
+    }
+
+    async fn connect(self: &Arc<Self>, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(endpoint),
+        )
+        .await
+        .map_err(|_| UpstreamError::Connect(format!("timed out connecting to {endpoint}")))?
+        .map_err(|e| UpstreamError::Connect(format!("{endpoint}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(Duration::from_secs(60))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                UpstreamError::Connect(format!("HTTP/2 handshake with {endpoint}: {e}"))
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        let epoch = Instant::now();
+        let conn = H2Conn {
+            sender,
+            last_used: Arc::new(AtomicU64::new(0)),
+            epoch,
+            id: rand::random(),
+        };
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            // Another request may have connected meanwhile: use one connection.
+            if let Some(existing) = conns.get(&endpoint).filter(|c| !c.sender.is_closed()) {
+                return Ok(existing.clone());
+            }
+            conns.insert(endpoint, conn.clone());
+        }
+        self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
+        Ok(conn)
+    }
+
+    /// Forgets the connection once idle; it closes when its last in-flight
+    /// stream ends.
+    fn reap_when_idle(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        id: u64,
+        last_used: Arc<AtomicU64>,
+        epoch: Instant,
+    ) {
+        let pool = Arc::downgrade(self);
+        let idle = self.idle_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep((idle / 2).max(Duration::from_millis(50))).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let idle_for = now_ms(epoch).saturating_sub(last_used.load(Ordering::Relaxed));
+                let mut conns = pool.conns.lock().unwrap_or_else(|p| p.into_inner());
+                match conns.get(&endpoint) {
+                    Some(c) if c.id == id => {
+                        if c.sender.is_closed() || Duration::from_millis(idle_for) >= idle {
+                            conns.remove(&endpoint);
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 }

@@ -45,6 +45,13 @@ async fn h2c_multiplexed_to_http2_upstream() {
         let resp = c.await.unwrap().unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        // The upstream HTTP/2 request carries the original authority, not the endpoint's address.
+        assert!(body.contains("GET http://shop/"), "{body}");
         fast_done += 1;
     }
     assert_eq!(fast_done, 3);

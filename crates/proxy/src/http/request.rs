@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use meshwork_telemetry::{PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, ResponseFlag};
 
@@ -22,6 +22,7 @@ use crate::model::route::{
     ForwardAction, RedirectModel, RouteAction, RouteModel, VirtualHostModel,
 };
 use crate::tables::ClusterState;
+use crate::upstream::UpstreamError;
 
 /// Everything one HTTP connection's requests share.
 pub struct HttpConn {
@@ -301,33 +302,27 @@ async fn forward(
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::UseDownstream => conn.info.h2,
     } && !is_upgrade;
-    let path = req
+    let pq = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let target = format!("http://{}{}", endpoint.address(), path);
-    match target.parse::<Uri>() {
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| endpoint.address().to_string());
+    match format!("http://{authority}{pq}").parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
         Err(_) => {
             return reply(
                 ex,
-                local_reply(400, None, "request path cannot be forwarded"),
+                local_reply(400, None, "request target cannot be forwarded"),
             );
         }
     }
-    *req.version_mut() = if use_h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let client = if use_h2 {
-        &cluster.pools.http2
-    } else {
-        &cluster.pools.http1
-    };
-
-    let call = client.request(req);
+    let call = cluster.pools.send(endpoint.address(), use_h2, req);
     let result = match f.timeout {
         Some(t) => match tokio::time::timeout(t, call).await {
             Ok(r) => r,
@@ -344,19 +339,18 @@ async fn forward(
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
-            let (flag, detail) = if e.is_connect() {
-                (
+            let (flag, detail) = match &e {
+                UpstreamError::Connect(_) => (
                     ResponseFlag::UpstreamConnectionFailure,
                     "connection failure",
-                )
-            } else {
-                (
+                ),
+                UpstreamError::Request(_) => (
                     ResponseFlag::UpstreamConnectionTermination,
                     "connection termination",
-                )
+                ),
             };
             ex.flag(flag);
-            ex.failure_reason(format!("{e:?}"));
+            ex.failure_reason(e.to_string());
             tracing::debug!(cluster = cluster.model.name, upstream = %endpoint.address(), error = ?e, "upstream request failed");
             return reply(ex, local_reply(503, Some(flag), detail));
         }
