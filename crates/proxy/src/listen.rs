@@ -66,6 +66,12 @@ impl ListenerManager {
             if !l.bind || self.bound.contains_key(name) {
                 continue;
             }
+            // Warming, as in Envoy: a listener starts accepting only once
+            // every route configuration it names has arrived.
+            if !l.rds_names().all(|r| tables.routes.contains_key(r)) {
+                tracing::debug!(listener = name, "waiting for its route configuration");
+                continue;
+            }
             match bind(l.address) {
                 Ok(listener) => {
                     tracing::info!(listener = name, addr = %l.address, "listening");

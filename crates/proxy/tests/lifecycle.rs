@@ -200,3 +200,43 @@ async fn drain_lets_in_flight_requests_finish() {
         .await
         .expect("proxy stops after drain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_listener_warms_until_its_routes_arrive() {
+    let a = http_backend("a").await;
+    let mesh = Mesh::start().await;
+    let port = free_port();
+    mesh.serve_http(port, &[a], false);
+    mesh.wait_ready(port).await;
+    let second = free_port();
+    mesh.ads.set(
+        TypeUrl::Listener,
+        [
+            ("l".to_string(), pack(&http_listener("l", port, "r"))),
+            ("l2".to_string(), pack(&http_listener("l2", second, "r2"))),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", second))
+            .await
+            .is_err(),
+        "a listener without its routes does not accept yet"
+    );
+    mesh.ads.set(
+        TypeUrl::Route,
+        [
+            ("r".to_string(), pack(&route_to("r", "backend", None))),
+            ("r2".to_string(), pack(&route_to("r2", "backend", None))),
+        ],
+    );
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok((200, _)) = http_get(([127, 0, 0, 1], second).into(), "/").await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ok, "the listener serves once its routes arrived");
+}
