@@ -60,28 +60,40 @@ async fn client_receives_and_acks_resources_over_a_unix_socket() {
     let address = format!("unix://{}", path.display());
     let client = AdsClient::spawn(ClientConfig::new(address, node), sink.clone());
 
-    // The first push, then a change pushed over the same stream.
+    // The first push, then a change pushed over the same stream. Versions
+    // are content hashes: check what each ACKed version carried.
     let mut status = client.status();
-    let acked = |v: &'static str| {
+    let acked_with = |names: &'static [&'static str]| {
+        let sink = sink.clone();
         move |s: &meshwork_xds::client::ClientStatus| {
-            s.types
-                .get(&TypeUrl::Cluster)
-                .is_some_and(|t| t.acked_version == v)
+            s.types.get(&TypeUrl::Cluster).is_some_and(|t| {
+                sink.0
+                    .lock()
+                    .unwrap()
+                    .get(&t.acked_version)
+                    .is_some_and(|n| n == names)
+            })
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), status.wait_for(acked("1")))
-        .await
-        .expect("CDS version 1 ACKed over the socket within 10 s")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(acked_with(&["a", "b"])),
+    )
+    .await
+    .expect("the first CDS version ACKed over the socket within 10 s")
+    .unwrap();
+    let first = status.borrow().types[&TypeUrl::Cluster]
+        .acked_version
+        .clone();
     server.set(TypeUrl::Cluster, [cluster("c")]);
-    tokio::time::timeout(Duration::from_secs(10), status.wait_for(acked("2")))
+    tokio::time::timeout(Duration::from_secs(10), status.wait_for(acked_with(&["c"])))
         .await
-        .expect("CDS version 2 ACKed over the socket within 10 s")
+        .expect("the second CDS version ACKed over the socket within 10 s")
         .unwrap();
-
-    let seen = sink.0.lock().unwrap().clone();
-    assert_eq!(seen.get("1"), Some(&vec!["a".to_string(), "b".to_string()]));
-    assert_eq!(seen.get("2"), Some(&vec!["c".to_string()]));
+    let second = status.borrow().types[&TypeUrl::Cluster]
+        .acked_version
+        .clone();
+    assert_ne!(first, second, "a change has a new version");
     assert_eq!(client.status().borrow().connects, 1);
 
     // The server saw the node over the socket and recorded its ACK.
@@ -91,7 +103,7 @@ async fn client_receives_and_acks_resources_over_a_unix_socket() {
         let acked = nodes
             .get("sidecar~10.0.0.1~uds.default~default.svc.cluster.local")
             .and_then(|n| n.types.get(&TypeUrl::Cluster))
-            .is_some_and(|t| t.acked_version == "2");
+            .is_some_and(|t| t.acked_version == second);
         if acked {
             break;
         }
@@ -139,14 +151,17 @@ async fn client_reconnects_when_the_socket_appears_later() {
             s.connected
                 && s.types
                     .get(&TypeUrl::Cluster)
-                    .is_some_and(|t| t.acked_version == "1")
+                    .is_some_and(|t| !t.acked_version.is_empty())
         }),
     )
     .await
     .expect("connected and ACKed after the socket appeared")
     .unwrap();
+    let version = status.borrow().types[&TypeUrl::Cluster]
+        .acked_version
+        .clone();
     assert_eq!(
-        sink.0.lock().unwrap().get("1"),
+        sink.0.lock().unwrap().get(&version),
         Some(&vec!["late".to_string()])
     );
     client.shutdown();

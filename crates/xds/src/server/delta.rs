@@ -1,0 +1,182 @@
+//! Delta (incremental) ADS streams: per resource, only what changed is sent
+//! and removals are named; a client's `initial_resource_versions` spare the
+//! resources it already has after a reconnect.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::{AdsServer, Pending, Versioned, set_version};
+use crate::TypeUrl;
+
+/// One type's subscription and what the client has.
+#[derive(Default)]
+struct Sub {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// Resource name -> version the client has (as far as we know).
+    known: HashMap<String, String>,
+    pending: Option<Pending>,
+}
+
+impl Sub {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+pub(super) async fn run(
+    server: AdsServer,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let mut changes = server.source.changes();
+    let mut subs: BTreeMap<TypeUrl, Sub> = BTreeMap::new();
+    let mut node: Option<Node> = None;
+    let mut node_id = String::new();
+    let mut nonce: u64 = 0;
+    server.metrics.connected.inc();
+    loop {
+        let mut to_send: Vec<TypeUrl> = Vec::new();
+        let mut changed_at = None;
+        tokio::select! {
+            req = inbound.next() => {
+                let Some(Ok(req)) = req else { break };
+                if node.is_none() {
+                    let Some(n) = req.node.clone() else {
+                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+                        break;
+                    };
+                    node_id = n.id.clone();
+                    server.update_node(&node_id, |s| {
+                        s.connected = true;
+                        s.delta = true;
+                        s.connected_at = Some(SystemTime::now());
+                    });
+                    tracing::info!(node = node_id, "proxy connected (delta)");
+                    node = Some(n);
+                }
+                let Some(t) = TypeUrl::parse(&req.type_url) else { continue };
+                let first = !subs.contains_key(&t);
+                let sub = subs.entry(t).or_default();
+                if !req.response_nonce.is_empty() {
+                    let nack = req.error_detail.as_ref().map(|e| e.message.as_str());
+                    if nack.is_some() {
+                        // The client kept its previous versions of what it rejected.
+                        sub.known.clear();
+                    }
+                    server.record_ack(&node_id, t, &req.response_nonce, nack);
+                    if let Some(p) = sub.pending
+                        && nack.is_none() && req.response_nonce == p.nonce.to_string() {
+                            server.metrics.convergence.observe(p.since.elapsed().as_secs_f64());
+                            sub.pending = None;
+                        }
+                }
+                if first {
+                    sub.wildcard = req.resource_names_subscribe.is_empty() && t.is_wildcard_by_default();
+                    sub.known = req.initial_resource_versions.clone().into_iter().collect();
+                }
+                for n in &req.resource_names_subscribe {
+                    if n == "*" {
+                        sub.wildcard = true;
+                    } else {
+                        sub.names.insert(n.clone());
+                    }
+                }
+                for n in &req.resource_names_unsubscribe {
+                    if n == "*" {
+                        sub.wildcard = false;
+                    } else {
+                        sub.names.remove(n);
+                        sub.known.remove(n);
+                    }
+                }
+                if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+                    to_send.push(t);
+                }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                changes.borrow_and_update();
+                changed_at = Some(Instant::now());
+                to_send.extend(subs.keys().copied());
+            }
+        }
+        let Some(node) = &node else { continue };
+        if to_send.is_empty() {
+            continue;
+        }
+        let resources = server.source.resources(node);
+        let empty = BTreeMap::new();
+        for t in to_send {
+            if !server.serves(t) {
+                continue;
+            }
+            let Some(sub) = subs.get_mut(&t) else {
+                continue;
+            };
+            let all = resources.get(&t).unwrap_or(&empty);
+            let wanted: BTreeMap<String, &Versioned> = all
+                .iter()
+                .filter(|(name, _)| sub.wants(name))
+                .map(|(k, v)| (k.clone(), v))
+                .collect();
+            let updated: Vec<Resource> = wanted
+                .iter()
+                .filter(|(name, v)| sub.known.get(*name) != Some(&v.version))
+                .map(|(name, v)| Resource {
+                    name: name.clone(),
+                    version: v.version.clone(),
+                    resource: Some(v.any.clone()),
+                    ..Default::default()
+                })
+                .collect();
+            let removed: Vec<String> = sub
+                .known
+                .keys()
+                .filter(|name| !wanted.contains_key(*name))
+                .cloned()
+                .collect();
+            // A first response is owed even when empty; afterwards only changes.
+            let owed = sub.pending.is_none() && changed_at.is_none() && sub.known.is_empty();
+            if updated.is_empty() && removed.is_empty() && !owed {
+                continue;
+            }
+            for r in &updated {
+                sub.known.insert(r.name.clone(), r.version.clone());
+            }
+            for n in &removed {
+                sub.known.remove(n);
+            }
+            nonce += 1;
+            let version = set_version(&wanted);
+            let response = DeltaDiscoveryResponse {
+                system_version_info: version.clone(),
+                resources: updated,
+                removed_resources: removed,
+                type_url: t.as_str().to_string(),
+                nonce: nonce.to_string(),
+                ..Default::default()
+            };
+            server.record_sent(&node_id, t, &nonce.to_string(), &sub.names);
+            if let Some(since) = changed_at {
+                sub.pending = Some(Pending { nonce, since });
+            }
+            if tx.send(Ok(response)).await.is_err() {
+                server.metrics.push_errors.inc();
+                break;
+            }
+        }
+    }
+    server.metrics.connected.dec();
+    server.update_node(&node_id, |n| n.connected = false);
+}

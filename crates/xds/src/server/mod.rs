@@ -1,0 +1,320 @@
+//! The ADS server: state of the world and delta (incremental) xDS.
+//!
+//! Each proxy's resources come from a [`ResourceSource`] (the control plane
+//! generates them per proxy; [`AdsServer::new`] serves one shared set that
+//! tests and simple setups fill with [`AdsServer::set`]). After every change
+//! the server recomputes a connected proxy's resources and pushes only what
+//! changed: in state-of-the-world, the types whose content changed; in delta,
+//! the resources that changed and the names removed. Versions are content
+//! hashes, so they survive a control-plane restart. Per proxy and type it
+//! records what was sent, ACKed and NACKed, and when.
+
+mod delta;
+mod metrics;
+mod sotw;
+
+pub use metrics::ServerMetrics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::TypeUrl;
+
+/// One resource with its content version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    /// The resource.
+    pub any: Any,
+    /// A hash of its content.
+    pub version: String,
+}
+
+impl Versioned {
+    /// Wraps a resource, computing its version.
+    pub fn new(any: Any) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        any.type_url.hash(&mut h);
+        any.value.hash(&mut h);
+        Versioned {
+            version: format!("{:016x}", h.finish()),
+            any,
+        }
+    }
+}
+
+/// Every resource one proxy should have, by type and name.
+pub type NodeResources = BTreeMap<TypeUrl, BTreeMap<String, Versioned>>;
+
+/// Where the server gets each proxy's resources.
+pub trait ResourceSource: Send + Sync + 'static {
+    /// The resources for this node now.
+    fn resources(&self, node: &Node) -> Arc<NodeResources>;
+    /// Changes whenever resources may have changed; the value is a
+    /// generation counter.
+    fn changes(&self) -> watch::Receiver<u64>;
+}
+
+/// One shared resource set for every node (tests, simple setups).
+#[derive(Default)]
+pub struct StaticSource {
+    set: Mutex<Arc<NodeResources>>,
+    known: Mutex<BTreeSet<TypeUrl>>,
+    changes: watch::Sender<u64>,
+}
+
+impl ResourceSource for StaticSource {
+    fn resources(&self, _node: &Node) -> Arc<NodeResources> {
+        self.set.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// What one proxy has of one type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// Version of the last response sent.
+    pub sent_version: String,
+    /// When it was sent.
+    pub sent_at: Option<SystemTime>,
+    /// Version the proxy last ACKed.
+    pub acked_version: String,
+    /// When.
+    pub acked_at: Option<SystemTime>,
+    /// The last NACK's message, cleared by the next ACK.
+    pub nack: Option<String>,
+    /// Names subscribed (empty for wildcard).
+    pub names: Vec<String>,
+}
+
+/// What the server knows of one proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Whether its stream is open.
+    pub connected: bool,
+    /// Whether it uses delta xDS.
+    pub delta: bool,
+    /// When its current (or last) stream opened.
+    pub connected_at: Option<SystemTime>,
+    /// Per-type progress.
+    pub types: BTreeMap<TypeUrl, TypeStatus>,
+}
+
+/// A cheaply cloneable ADS server handle.
+#[derive(Clone)]
+pub struct AdsServer {
+    source: Arc<dyn ResourceSource>,
+    statics: Option<Arc<StaticSource>>,
+    nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    metrics: ServerMetrics,
+}
+
+impl Default for AdsServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AdsServer {
+    /// A server of one shared resource set, filled with [`AdsServer::set`].
+    pub fn new() -> Self {
+        let statics = Arc::new(StaticSource::default());
+        AdsServer {
+            source: statics.clone(),
+            statics: Some(statics),
+            nodes: Arc::default(),
+            metrics: ServerMetrics::default(),
+        }
+    }
+
+    /// A server whose resources come from `source` (the control plane).
+    pub fn with_source(source: Arc<dyn ResourceSource>, metrics: ServerMetrics) -> Self {
+        AdsServer {
+            source,
+            statics: None,
+            nodes: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Replaces every resource of type `t` in the shared set and pushes the
+    /// change. Only for servers made with [`AdsServer::new`]. A type never
+    /// set is not served at all (proxies wait for it).
+    pub fn set(&self, t: TypeUrl, resources: impl IntoIterator<Item = (String, Any)>) {
+        let Some(statics) = &self.statics else {
+            return;
+        };
+        let versioned: BTreeMap<String, Versioned> = resources
+            .into_iter()
+            .map(|(name, any)| (name, Versioned::new(any)))
+            .collect();
+        if let Ok(mut set) = statics.set.lock() {
+            let mut next = (**set).clone();
+            next.insert(t, versioned);
+            *set = Arc::new(next);
+        }
+        if let Ok(mut known) = statics.known.lock() {
+            known.insert(t);
+        }
+        statics.changes.send_modify(|g| *g += 1);
+    }
+
+    /// What every proxy that ever connected has, by node id.
+    pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
+        self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
+    /// The tonic service to mount on a server.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// Serves ADS on an already bound listener until the future is dropped.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(self.service())
+            .serve_with_incoming(incoming)
+            .await
+    }
+
+    /// Serves ADS on a bound Unix domain socket until the future is dropped,
+    /// as pilot-agent serves Envoy's xDS on `./etc/istio/proxy/XDS`. Clients
+    /// reach it as `unix:///path/to/socket`.
+    pub async fn serve_unix(
+        self,
+        listener: tokio::net::UnixListener,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(self.service())
+            .serve_with_incoming(incoming)
+            .await
+    }
+
+    fn update_node(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
+        if node.is_empty() {
+            return;
+        }
+        if let Ok(mut nodes) = self.nodes.lock() {
+            f(nodes.entry(node.to_string()).or_default());
+        }
+    }
+
+    /// Whether `t` may be served: always with a source, and for the shared
+    /// set only once it was set.
+    fn serves(&self, t: TypeUrl) -> bool {
+        match &self.statics {
+            None => true,
+            Some(s) => s.known.lock().map(|k| k.contains(&t)).unwrap_or(false),
+        }
+    }
+
+    /// Records a request's ACK or NACK. Returns the NACK message, if any.
+    fn record_ack(&self, node: &str, t: TypeUrl, version: &str, nack: Option<&str>) {
+        self.update_node(node, |n| {
+            let st = n.types.entry(t).or_default();
+            match nack {
+                Some(m) => st.nack = Some(m.to_string()),
+                None => {
+                    st.acked_version = version.to_string();
+                    st.acked_at = Some(SystemTime::now());
+                    st.nack = None;
+                }
+            }
+        });
+        if let Some(m) = nack {
+            self.metrics.nacks.inc();
+            tracing::warn!(node, %t, version, message = m, "proxy rejected configuration (NACK)");
+        }
+    }
+
+    fn record_sent(&self, node: &str, t: TypeUrl, version: &str, names: &BTreeSet<String>) {
+        self.metrics.pushes.inc();
+        self.update_node(node, |n| {
+            let st = n.types.entry(t).or_default();
+            st.sent_version = version.to_string();
+            st.sent_at = Some(SystemTime::now());
+            st.names = names.iter().cloned().collect();
+        });
+    }
+}
+
+/// A change waiting for the proxy's ACK, to measure convergence.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    nonce: u64,
+    since: Instant,
+}
+
+/// Version of a whole set: a hash over its names and versions.
+pub(crate) fn set_version(set: &BTreeMap<String, &Versioned>) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, v) in set {
+        name.hash(&mut h);
+        v.version.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let server = self.clone();
+        tokio::spawn(async move { sotw::run(server, inbound, tx).await });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let server = self.clone();
+        tokio::spawn(async move { delta::run(server, inbound, tx).await });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
