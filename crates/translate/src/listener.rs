@@ -1,0 +1,272 @@
+//! Sidecar listeners (LDS): `0.0.0.0_<port>` per outbound service port,
+//! `virtualOutbound` on 15001 and `virtualInbound` on 15006.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use meshwork_registry::{Protocol, Service};
+use meshwork_xds::pack;
+
+use crate::Generated;
+use crate::cluster::inbound_ports;
+use crate::meta::ProxyMeta;
+use crate::names::{
+    BLACK_HOLE, INBOUND_CAPTURE, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE, PASSTHROUGH,
+    inbound_cluster, outbound_cluster,
+};
+use crate::pb::{
+    HCM_NAME, bool_value, chain, hcm_rds, network_filter, router_filter, socket, tcp_proxy,
+    u32_value,
+};
+use crate::scope::Scope;
+use crate::snapshot::MeshSnapshot;
+use crate::vs::default_route;
+
+/// What protocol detection reports for HTTP/1 and cleartext HTTP/2.
+const SNIFFED_HTTP: [&str; 2] = ["http/1.1", "h2c"];
+
+/// Every sidecar listener.
+pub(crate) fn sidecar(
+    _snap: &MeshSnapshot,
+    proxy: &ProxyMeta,
+    scope: &Scope<'_>,
+    out: &mut Generated,
+) {
+    let fallthrough = if scope.allow_any {
+        PASSTHROUGH
+    } else {
+        BLACK_HOLE
+    };
+    for (port, services) in ports(scope) {
+        if port == OUTBOUND_CAPTURE || port == INBOUND_CAPTURE {
+            continue;
+        }
+        let l = outbound_listener(port, &services, fallthrough);
+        out.listeners.insert(l.name.clone(), pack(&l));
+    }
+    let vo = virtual_outbound(fallthrough);
+    out.listeners.insert(vo.name.clone(), pack(&vo));
+    let vi = virtual_inbound(_snap, proxy);
+    out.listeners.insert(vi.name.clone(), pack(&vi));
+}
+
+/// Visible services by port, with that port's protocol.
+fn ports<'a>(scope: &Scope<'a>) -> BTreeMap<u16, Vec<(&'a Service, Protocol)>> {
+    let mut out: BTreeMap<u16, Vec<(&Service, Protocol)>> = BTreeMap::new();
+    for svc in &scope.services {
+        for p in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+            out.entry(p.port).or_default().push((svc, p.protocol));
+        }
+    }
+    out
+}
+
+fn cidr(address: &str) -> Option<CidrRange> {
+    let (ip, len) = match address.split_once('/') {
+        Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u32>().ok()?),
+        None => {
+            let ip = address.parse::<IpAddr>().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    if len > if ip.is_ipv4() { 32 } else { 128 } {
+        return None;
+    }
+    Some(CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: u32_value(len),
+    })
+}
+
+fn http_chain(name: &str, port: u16, matcher: Option<FilterChainMatch>) -> FilterChain {
+    let hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port.to_string());
+    chain(name, matcher, network_filter(HCM_NAME, pack(&hcm)))
+}
+
+/// `0.0.0.0_<port>`: one HTTP chain (RDS `<port>`) for the HTTP services,
+/// a chain per TCP service with a VIP (matched on it), and for services
+/// without one the first TCP service, as Istio resolves such conflicts.
+fn outbound_listener(port: u16, services: &[(&Service, Protocol)], fallthrough: &str) -> Listener {
+    let explicit_http = services.iter().any(|(_, p)| p.is_http());
+    let mut chains = Vec::new();
+    let mut seen_vips = HashSet::new();
+    let mut plain_tcp: Option<String> = None;
+    let mut sniffed_plain = false;
+    for (svc, protocol) in services {
+        if protocol.is_http() {
+            continue;
+        }
+        let cluster = outbound_cluster(port, "", &svc.hostname);
+        let vips: Vec<CidrRange> = svc
+            .addresses
+            .iter()
+            .filter_map(|a| cidr(a))
+            .filter(|c| seen_vips.insert((c.address_prefix.clone(), c.prefix_len)))
+            .collect();
+        if vips.is_empty() {
+            sniffed_plain |= protocol.is_unsupported();
+            plain_tcp.get_or_insert(cluster);
+            continue;
+        }
+        if protocol.is_unsupported() {
+            let m = FilterChainMatch {
+                prefix_ranges: vips.clone(),
+                application_protocols: SNIFFED_HTTP.map(String::from).to_vec(),
+                ..Default::default()
+            };
+            chains.push(http_chain(&format!("{cluster}-http"), port, Some(m)));
+        }
+        let m = FilterChainMatch {
+            prefix_ranges: vips,
+            ..Default::default()
+        };
+        chains.push(chain(&cluster, Some(m), tcp_proxy(&cluster, &cluster)));
+    }
+    let mut default_chain = None;
+    if explicit_http {
+        chains.push(http_chain("http", port, None));
+    } else {
+        if sniffed_plain {
+            let m = FilterChainMatch {
+                application_protocols: SNIFFED_HTTP.map(String::from).to_vec(),
+                ..Default::default()
+            };
+            chains.push(http_chain("http", port, Some(m)));
+        }
+        let (name, cluster) = match &plain_tcp {
+            Some(c) => (c.as_str(), c.as_str()),
+            None => ("PassthroughFilterChain", fallthrough),
+        };
+        default_chain = Some(chain(name, None, tcp_proxy(cluster, cluster)));
+    }
+    Listener {
+        name: format!("0.0.0.0_{port}"),
+        address: Some(socket("0.0.0.0", port)),
+        bind_to_port: bool_value(false),
+        traffic_direction: 2, // OUTBOUND
+        filter_chains: chains,
+        default_filter_chain: default_chain,
+        ..Default::default()
+    }
+}
+
+/// `virtualOutbound`: hands connections to the listener of their original
+/// destination; loops back to 15001 are dropped, the rest pass through.
+fn virtual_outbound(fallthrough: &str) -> Listener {
+    let blackhole = FilterChainMatch {
+        destination_port: u32_value(u32::from(OUTBOUND_CAPTURE)),
+        ..Default::default()
+    };
+    Listener {
+        name: "virtualOutbound".into(),
+        address: Some(socket("0.0.0.0", OUTBOUND_CAPTURE)),
+        use_original_dst: bool_value(true),
+        traffic_direction: 2, // OUTBOUND
+        filter_chains: vec![chain(
+            "virtualOutbound-blackhole",
+            Some(blackhole),
+            tcp_proxy(BLACK_HOLE, BLACK_HOLE),
+        )],
+        default_filter_chain: Some(chain(
+            "PassthroughFilterChain",
+            None,
+            tcp_proxy(fallthrough, fallthrough),
+        )),
+        ..Default::default()
+    }
+}
+
+fn on_port(port: u16, application_protocols: &[&str]) -> Option<FilterChainMatch> {
+    Some(FilterChainMatch {
+        destination_port: u32_value(u32::from(port)),
+        application_protocols: application_protocols
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// An inbound HTTP chain with its inline route to `inbound|<port>||`.
+fn inbound_http_chain(port: u16, app: &[&str]) -> FilterChain {
+    let cluster = inbound_cluster(port);
+    let rc = RouteConfiguration {
+        name: cluster.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{port}"),
+            domains: vec!["*".into()],
+            routes: vec![default_route(&cluster)],
+            ..Default::default()
+        }],
+        validate_clusters: bool_value(false),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: format!("inbound_0.0.0.0_{port}"),
+        route_specifier: Some(RouteSpecifier::RouteConfig(rc)),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    };
+    chain(
+        &format!("0.0.0.0_{port}"),
+        on_port(port, app),
+        network_filter(HCM_NAME, pack(&hcm)),
+    )
+}
+
+/// `virtualInbound`: a chain per port of this proxy's workload (matched on
+/// the original destination port), loops to 15006 dropped, anything else
+/// passed through to its original destination.
+fn virtual_inbound(snap: &MeshSnapshot, proxy: &ProxyMeta) -> Listener {
+    let mut chains = vec![chain(
+        "virtualInbound-blackhole",
+        on_port(INBOUND_CAPTURE, &[]),
+        tcp_proxy(BLACK_HOLE, BLACK_HOLE),
+    )];
+    for (port, protocol) in inbound_ports(snap, proxy) {
+        if port == INBOUND_CAPTURE || port == OUTBOUND_CAPTURE {
+            continue;
+        }
+        let cluster = inbound_cluster(port);
+        if protocol.is_http() {
+            chains.push(inbound_http_chain(port, &[]));
+        } else {
+            if protocol.is_unsupported() {
+                chains.push(inbound_http_chain(port, &SNIFFED_HTTP));
+            }
+            chains.push(chain(
+                &format!("0.0.0.0_{port}-tcp"),
+                on_port(port, &[]),
+                tcp_proxy(&cluster, &cluster),
+            ));
+        }
+    }
+    let original_dst = ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    };
+    Listener {
+        name: "virtualInbound".into(),
+        address: Some(socket("0.0.0.0", INBOUND_CAPTURE)),
+        traffic_direction: 1, // INBOUND
+        listener_filters: vec![original_dst],
+        filter_chains: chains,
+        default_filter_chain: Some(chain(
+            "InboundPassthroughFilterChain",
+            None,
+            tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
+        )),
+        ..Default::default()
+    }
+}
