@@ -37,6 +37,9 @@ pub struct Registry {
     warnings: Vec<String>,
 }
 
+/// Workloads grouped by namespace.
+type ByNamespace<'a> = HashMap<&'a str, Vec<&'a Workload>>;
+
 /// Something that can back an endpoint: an instance or a WorkloadEntry.
 struct Workload {
     address: String,
@@ -190,7 +193,11 @@ impl Registry {
     /// Invalid or conflicting definitions are skipped and reported in
     /// [`Registry::warnings`]; nothing here panics on bad input.
     pub fn build(resources: &[Resource], instances: &[WorkloadInstance]) -> Registry {
-        let workloads = workloads(resources, instances);
+        let all = workloads(resources, instances);
+        let mut workloads: HashMap<&str, Vec<&Workload>> = HashMap::new();
+        for w in &all {
+            workloads.entry(w.namespace.as_str()).or_default().push(w);
+        }
         let mut reg = Registry::default();
         let mut pending: Vec<(Service, Vec<(u16, ServiceEndpoint)>)> = Vec::new();
         for r in resources {
@@ -242,7 +249,7 @@ impl Registry {
         &mut self,
         r: &Resource,
         s: &k8s::ServiceSpec,
-        workloads: &[Workload],
+        workloads: &ByNamespace<'_>,
     ) -> (Service, Vec<(u16, ServiceEndpoint)>) {
         let ns = r.namespace();
         let mut ports = Vec::new();
@@ -327,7 +334,7 @@ impl Registry {
         &mut self,
         r: &Resource,
         se: &istio::ServiceEntry,
-        workloads: &[Workload],
+        workloads: &ByNamespace<'_>,
     ) -> Vec<(Service, Vec<(u16, ServiceEndpoint)>)> {
         let ns = r.namespace();
         let mut ports = Vec::new();
@@ -463,11 +470,13 @@ fn select(
     svc: &Service,
     namespace: &str,
     selector: &BTreeMap<String, String>,
-    workloads: &[Workload],
+    workloads: &ByNamespace<'_>,
 ) -> Vec<(u16, ServiceEndpoint)> {
     workloads
-        .iter()
-        .filter(|w| w.namespace == namespace && labels_match(selector, &w.labels))
+        .get(namespace)
+        .into_iter()
+        .flatten()
+        .filter(|w| labels_match(selector, &w.labels))
         .flat_map(|w| {
             svc.ports
                 .iter()
