@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd_analyze;
+mod cmd_control;
 mod cmd_proxy;
 mod logging;
 
@@ -25,6 +26,10 @@ enum Command {
     /// 15006 inbound), routes it as its xDS configuration says, and serves
     /// admin (15000), health (15021) and metrics (15090, 15020).
     Proxy(Box<cmd_proxy::ProxyArgs>),
+    /// Run the control plane (istiod's role): serves xDS on 15010 from a
+    /// watched directory of Istio and Kubernetes YAML, with debug and
+    /// metrics on 15014.
+    Control(cmd_control::ControlArgs),
     /// Load, validate and analyze Istio configuration like `istioctl analyze`
     /// (prints findings with file:line and field path; exit 79 on errors).
     Analyze(cmd_analyze::AnalyzeArgs),
@@ -35,6 +40,13 @@ fn main() -> anyhow::Result<()> {
     let log = logging::init(&cli.log_level)?;
     let code = match cli.command {
         Command::Analyze(args) => cmd_analyze::run(&args)?,
+        Command::Control(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cmd_control::run(args))?;
+            0
+        }
         Command::Proxy(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
