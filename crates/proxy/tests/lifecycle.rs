@@ -240,3 +240,58 @@ async fn new_listener_warms_until_its_routes_arrive() {
     }
     assert!(ok, "the listener serves once its routes arrived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_match_uses_the_pseudo_header() {
+    use envoy_types::pb::envoy::config::route::v3::HeaderMatcher;
+    use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+    use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    let a = http_backend("a").await;
+    let mesh = Mesh::start().await;
+    let port = free_port();
+    mesh.serve_http(port, &[a], false);
+    // Only POST is routed; a GET finds no route (404 NR).
+    let mut route = route_to("r", "backend", None);
+    route.virtual_hosts[0].routes[0]
+        .r#match
+        .as_mut()
+        .unwrap()
+        .headers
+        .push(HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact("POST".into())),
+                ignore_case: false,
+            })),
+            ..Default::default()
+        });
+    mesh.ads
+        .set(TypeUrl::Route, [("r".to_string(), pack(&route))]);
+    mesh.wait_ready(port).await;
+    let mut nr = false;
+    for _ in 0..200 {
+        if http_get(([127, 0, 0, 1], port).into(), "/")
+            .await
+            .unwrap()
+            .0
+            == 404
+        {
+            nr = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(nr, "GET does not match a :method POST route");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}

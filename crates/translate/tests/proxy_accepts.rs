@@ -135,9 +135,8 @@ fn empty_mesh_and_unknown_proxies() {
 
 /// Istio matches `method`, `authority` and `scheme` with the pseudo-header
 /// matchers `:method`, `:authority` and `:scheme`, and so does translate;
-/// Meshwork's proxy does not compile pseudo-header matchers yet.
+/// Meshwork's proxy compiles them (`HeaderKey` in its matcher model).
 #[test]
-#[ignore = "meshwork-proxy rejects pseudo-header matchers (:method, :authority, :scheme)"]
 fn pseudo_header_matches() {
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{method: {exact: POST}, authority: {prefix: rev}, scheme: {exact: http}}]\n    route: [{destination: {host: reviews}}]\n";
     let (snap, instances) = common::snapshot(common::load(&["bookinfo.yaml"], vs));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as ListenerFilterConfig;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
@@ -19,6 +20,7 @@ use super::{CompileError, optional_duration};
 
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ORIGINAL_DST_FILTER: &str = "envoy.filters.listener.original_dst";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
 /// Default bounded wait for the first bytes when a listener needs protocol
@@ -47,6 +49,10 @@ pub struct ListenerModel {
     pub detection_timeout: Duration,
     /// Traffic direction INBOUND: this proxy reports as the destination.
     pub inbound: bool,
+    /// The `envoy.filters.listener.original_dst` listener filter: chains
+    /// match on the original destination, without handing the connection
+    /// to another listener (Istio's `virtualInbound`).
+    pub original_dst_filter: bool,
 }
 
 /// A compiled filter chain.
@@ -186,6 +192,11 @@ impl ListenerModel {
             needs_detection,
             detection_timeout,
             inbound: l.traffic_direction == 1,
+            original_dst_filter: l.listener_filters.iter().any(|f| {
+                f.name == ORIGINAL_DST_FILTER
+                    || matches!(&f.config_type, Some(ListenerFilterConfig::TypedConfig(any))
+                        if any.type_url.ends_with(".OriginalDst"))
+            }),
         })
     }
 

@@ -99,11 +99,72 @@ pub enum HeaderCheck {
     Range(i64, i64),
 }
 
+/// What a header matcher reads: a header, or an HTTP/2-style pseudo-header
+/// (Istio matches `method`, `authority` and `scheme` through them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderKey {
+    /// A regular header (lower case).
+    Header(http::HeaderName),
+    /// `:method`.
+    Method,
+    /// `:authority` (the Host header in HTTP/1).
+    Authority,
+    /// `:scheme`.
+    Scheme,
+    /// `:path` (path and query).
+    Path,
+}
+
+impl HeaderKey {
+    fn parse(name: &str) -> Result<Self, CompileError> {
+        let lower = name.to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            ":method" => HeaderKey::Method,
+            ":authority" | "host" => HeaderKey::Authority,
+            ":scheme" => HeaderKey::Scheme,
+            ":path" => HeaderKey::Path,
+            _ => HeaderKey::Header(
+                http::HeaderName::from_bytes(lower.as_bytes())
+                    .map_err(|_| format!("invalid header name {name:?}"))?,
+            ),
+        })
+    }
+
+    /// The value(s) in a request, several values joined with "," as Envoy does.
+    fn value(&self, parts: &http::request::Parts) -> Option<String> {
+        match self {
+            HeaderKey::Method => Some(parts.method.as_str().to_string()),
+            HeaderKey::Authority => parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(http::header::HOST)
+                        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                }),
+            HeaderKey::Scheme => Some(parts.uri.scheme_str().unwrap_or("http").to_string()),
+            HeaderKey::Path => parts.uri.path_and_query().map(|p| p.as_str().to_string()),
+            HeaderKey::Header(name) => {
+                let mut values = parts.headers.get_all(name).iter();
+                let first = values.next()?;
+                let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
+                for v in values {
+                    s.push(',');
+                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                }
+                Some(s)
+            }
+        }
+    }
+}
+
 /// A compiled `HeaderMatcher`.
 #[derive(Clone, Debug)]
 pub struct HeaderMatch {
-    /// Header name (lower case).
-    pub name: http::HeaderName,
+    /// What is read.
+    pub name: HeaderKey,
     /// The check.
     pub check: HeaderCheck,
     /// Negate the result.
@@ -117,8 +178,7 @@ impl HeaderMatch {
     /// sent by control planes (Istio among them), so they are honoured.
     #[allow(deprecated)]
     pub fn compile(m: &HeaderMatcher) -> Result<Self, CompileError> {
-        let name = http::HeaderName::from_bytes(m.name.to_ascii_lowercase().as_bytes())
-            .map_err(|_| format!("invalid header name {:?}", m.name))?;
+        let name = HeaderKey::parse(&m.name)?;
         let exact = |s: &String| StringMatcherModel {
             pattern: StringMatch::Exact(s.clone()),
             ignore_case: false,
@@ -160,21 +220,9 @@ impl HeaderMatch {
         })
     }
 
-    /// Whether the headers satisfy this matcher. Several values of one
-    /// header are joined with "," as Envoy does.
-    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter();
-        let joined: Option<String> = match values.next() {
-            None => None,
-            Some(first) => {
-                let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
-                for v in values {
-                    s.push(',');
-                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                }
-                Some(s)
-            }
-        };
+    /// Whether a request satisfies this matcher.
+    pub fn matches(&self, parts: &http::request::Parts) -> bool {
+        let joined = self.name.value(parts);
         let result = match (&self.check, joined) {
             (HeaderCheck::Present(p), v) => v.is_some() == *p,
             (_, None) if !self.missing_as_empty => false,
@@ -224,11 +272,42 @@ mod tests {
         assert!(full_regex(&re).is_err());
     }
 
+    fn request(h: http::HeaderMap) -> http::request::Parts {
+        let mut req = http::Request::post("/a?b=1").body(()).unwrap();
+        *req.headers_mut() = h;
+        req.into_parts().0
+    }
+
+    #[test]
+    fn pseudo_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "shop:8080".parse().unwrap());
+        let parts = request(h);
+        let m = |name: &str, v: &str| {
+            HeaderMatch::compile(&HeaderMatcher {
+                name: name.into(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(v.into())),
+                    ignore_case: false,
+                })),
+                ..Default::default()
+            })
+            .unwrap()
+            .matches(&parts)
+        };
+        assert!(m(":method", "POST"));
+        assert!(!m(":method", "GET"));
+        assert!(m(":authority", "shop:8080"));
+        assert!(m(":scheme", "http"));
+        assert!(m(":path", "/a?b=1"));
+    }
+
     #[test]
     #[allow(deprecated)]
     fn header_present_and_invert() {
         let mut h = http::HeaderMap::new();
         h.insert("x-user", "jason".parse().unwrap());
+        let h = request(h);
         let m = HeaderMatch::compile(&HeaderMatcher {
             name: "X-User".into(),
             header_match_specifier: Some(HeaderMatchSpecifier::ExactMatch("jason".into())),

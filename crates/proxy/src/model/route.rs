@@ -255,7 +255,7 @@ impl RouteMatcher {
                 p.starts_with(x.as_str()) && matches!(p.as_bytes().get(x.len()), None | Some(b'/'))
             }
         };
-        if !path_ok || !self.headers.iter().all(|h| h.matches(&parts.headers)) {
+        if !path_ok || !self.headers.iter().all(|h| h.matches(parts)) {
             return false;
         }
         if self.grpc && !is_grpc(&parts.headers) {
