@@ -162,10 +162,10 @@ pub async fn dispatch(
         if let Some(l) = tables.listener_for(destination) {
             listener = l.clone();
         }
-    } else if listener.original_dst_filter {
-        if let Some(orig) = original_dst(&stream) {
-            destination = orig;
-        }
+    } else if listener.original_dst_filter
+        && let Some(orig) = original_dst(&stream)
+    {
+        destination = orig;
     }
     drop(tables);
     let detected = if listener.needs_detection {
