@@ -251,7 +251,13 @@ async fn main() -> anyhow::Result<()> {
     let listen = free_port();
     serve_config(&ads, listen, backend_port);
     let p = |port: u16| format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(&exe)
+    // MESHWORK_PROXY_WRAPPER runs the proxy under a profiler, e.g.
+    // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
+    let wrapper = std::env::var("MESHWORK_PROXY_WRAPPER").unwrap_or_default();
+    let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_string).collect();
+    words.push(exe.display().to_string());
+    let mut child = tokio::process::Command::new(&words[0])
+        .args(&words[1..])
         .args([
             "proxy",
             "--xds-address",
@@ -278,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = child.id().unwrap_or(0);
     let proxy: SocketAddr = ([127, 0, 0, 1], listen).into();
     let direct: SocketAddr = ([127, 0, 0, 1], backend_port).into();
-    for _ in 0..200 {
+    for _ in 0..2000 {
         if tokio::net::TcpStream::connect(proxy).await.is_ok() {
             break;
         }
