@@ -305,7 +305,9 @@ fn assignment<'a>(
                     .filter_map(|e| e.load_balancing_weight.as_ref())
                     .fold(0u32, |sum, w| sum.saturating_add(w.value));
                 LocalityLbEndpoints {
-                    locality: (!locality.is_empty()).then(|| Locality {
+                    // Always present, empty when unknown (as Istio sends it):
+                    // gRPC rejects a LocalityLbEndpoints without a locality.
+                    locality: Some(Locality {
                         region: parts.next().unwrap_or_default(),
                         zone: parts.next().unwrap_or_default(),
                         sub_zone: parts.next().unwrap_or_default(),

@@ -28,10 +28,17 @@ pub(crate) fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
-/// Whether the service is a Kubernetes-style `name.namespace.svc.<domain>` host.
-fn is_kube_host(svc: &Service) -> bool {
-    svc.origin == ServiceOrigin::Kubernetes
-        || svc.hostname == format!("{}.{}.svc.{DOMAIN_SUFFIX}", svc.name, svc.namespace)
+/// The short name of a Kubernetes-style `name.namespace.svc.<domain>` host:
+/// a Kubernetes Service, or a ServiceEntry host of that shape in its own
+/// namespace (whose registry name is the whole host).
+fn kube_name(svc: &Service) -> Option<&str> {
+    if svc.origin == ServiceOrigin::Kubernetes {
+        return Some(&svc.name);
+    }
+    let suffix = format!(".{}.svc.{DOMAIN_SUFFIX}", svc.namespace);
+    svc.hostname
+        .strip_suffix(&suffix)
+        .filter(|n| !n.is_empty() && !n.contains(['.', '*']))
 }
 
 /// The names a client may use for a service port, as Istio writes a virtual
@@ -40,12 +47,12 @@ fn is_kube_host(svc: &Service) -> bool {
 /// alone and with `:port`.
 pub(crate) fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![svc.hostname.clone()];
-    if is_kube_host(svc) {
+    if let Some(name) = kube_name(svc) {
         if svc.namespace == proxy_ns {
-            names.push(svc.name.clone());
+            names.push(name.to_string());
         }
-        names.push(format!("{}.{}", svc.name, svc.namespace));
-        names.push(format!("{}.{}.svc", svc.name, svc.namespace));
+        names.push(format!("{name}.{}", svc.namespace));
+        names.push(format!("{name}.{}.svc", svc.namespace));
     }
     names.extend(
         svc.addresses
@@ -65,11 +72,11 @@ pub(crate) fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
 /// Names a proxyless client may dial for a service port (`host:port`).
 pub(crate) fn grpc_targets(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
     let mut names = vec![format!("{}:{port}", svc.hostname)];
-    if is_kube_host(svc) {
+    if let Some(name) = kube_name(svc) {
         if svc.namespace == proxy_ns {
-            names.push(format!("{}:{port}", svc.name));
+            names.push(format!("{name}:{port}"));
         }
-        names.push(format!("{}.{}:{port}", svc.name, svc.namespace));
+        names.push(format!("{name}.{}:{port}", svc.namespace));
     }
     names
 }

@@ -320,6 +320,57 @@ fn proxyless_resources_are_what_grpc_requires() {
     assert!(elsewhere.listeners.contains_key("reviews.default:9080"));
 }
 
+/// A ServiceEntry host shaped like a Kubernetes Service
+/// (`name.ns.svc.cluster.local`), as the grpcio interop test uses it:
+/// the short names are dialable too, and every EDS locality is present
+/// (gRPC NACKs `endpoints[].locality` missing).
+#[test]
+fn proxyless_service_entry_with_a_kubernetes_host() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: greeter, namespace: default}
+spec:
+  hosts: [greeter.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{name: grpc, number: 50051, protocol: GRPC}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {grpc: 7001}, labels: {version: v1}}
+  - {address: 127.0.0.1, ports: {grpc: 7002}, labels: {version: v2}}
+"#;
+    let (snap, _) = common::snapshot(common::load(&[], extra));
+    let g = generate(&snap, &common::proxyless("default"));
+    for name in [
+        "greeter.default.svc.cluster.local:50051",
+        "greeter.default:50051",
+        "greeter:50051",
+    ] {
+        assert!(g.listeners.contains_key(name), "no listener {name}");
+    }
+    let rc = route(&g, "greeter.default.svc.cluster.local:50051");
+    assert!(
+        rc.virtual_hosts[0]
+            .domains
+            .contains(&"greeter:50051".to_string())
+    );
+    let elsewhere = generate(&snap, &common::proxyless("other"));
+    assert!(!elsewhere.listeners.contains_key("greeter:50051"));
+    assert!(elsewhere.listeners.contains_key("greeter.default:50051"));
+
+    let (bookinfo, _) = common::bookinfo();
+    let bookinfo = generate(&bookinfo, &common::proxyless("default"));
+    for g in [&g, &bookinfo] {
+        assert!(!g.endpoints.is_empty());
+        for (name, any) in &g.endpoints {
+            let cla: ClusterLoadAssignment = unpack(any).expect("cla");
+            for l in &cla.endpoints {
+                assert!(l.locality.is_some(), "{name}: a locality is missing");
+            }
+        }
+    }
+}
+
 #[test]
 fn endpoint_metadata_names_the_workload() {
     let (snap, instances) = common::bookinfo();

@@ -365,11 +365,14 @@ fn cluster(s: &mut String, c: &Cluster) {
 
 fn assignment(s: &mut String, cla: &ClusterLoadAssignment, indent: &str) {
     for loc in &cla.endpoints {
-        let l = loc
-            .locality
-            .as_ref()
-            .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
-            .unwrap_or_default();
+        // An empty locality prints as "", a missing one (gRPC NACKs it) as "(none)".
+        let l = match &loc.locality {
+            Some(l) if l.region.is_empty() && l.zone.is_empty() && l.sub_zone.is_empty() => {
+                String::new()
+            }
+            Some(l) => format!("{}/{}/{}", l.region, l.zone, l.sub_zone),
+            None => "(none)".into(),
+        };
         let _ = writeln!(
             s,
             "{indent}locality {l:?} weight={}",
