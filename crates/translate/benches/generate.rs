@@ -1,6 +1,8 @@
 //! Generating one sidecar's resources in a mesh of 1,000 services with 10
 //! endpoints each (10 namespaces, a DestinationRule with two subsets and a
-//! weighted VirtualService for every tenth service).
+//! weighted VirtualService for every tenth service), and every proxy's of
+//! 1,000 (100 workloads x 10 replicas in 4 namespaces) with a shared
+//! [`GenerationCache`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,7 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use meshwork_registry::{Registry, WorkloadInstance};
-use meshwork_translate::{MeshSnapshot, ProxyKind, ProxyMeta, generate};
+use meshwork_translate::{
+    GenerationCache, MeshSnapshot, ProxyKind, ProxyMeta, generate, generate_cached,
+};
 
 const SERVICES: usize = 1_000;
 const ENDPOINTS: usize = 10;
@@ -56,6 +60,34 @@ fn mesh() -> (Vec<meshwork_config::Resource>, Vec<WorkloadInstance>) {
     (loaded.resources, instances)
 }
 
+/// 100 workloads (`svc<s>-v1` of a service in ns0..ns3) x 10 replicas, at
+/// the addresses of that service's endpoints.
+fn fleet(instances: &[WorkloadInstance]) -> Vec<ProxyMeta> {
+    let mut out = Vec::new();
+    for w in 0..100 {
+        let s = w * 10 + w % 4;
+        for e in 0..ENDPOINTS {
+            let i = &instances[s * ENDPOINTS + e];
+            out.push(ProxyMeta {
+                node_id: format!(
+                    "sidecar~{}~svc{s}-v1-{e}.{1}~{1}.svc.cluster.local",
+                    i.address, i.namespace
+                ),
+                kind: ProxyKind::Sidecar,
+                ip: Some(i.address),
+                namespace: i.namespace.clone(),
+                workload: format!("svc{s}-v1"),
+                labels: BTreeMap::from([
+                    ("app".to_string(), format!("svc{s}")),
+                    ("version".to_string(), "v1".to_string()),
+                ]),
+                service_account: format!("svc{s}"),
+            });
+        }
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let (resources, instances) = mesh();
     let proxy = ProxyMeta {
@@ -93,6 +125,26 @@ fn bench(c: &mut Criterion) {
     grpc.kind = ProxyKind::Proxyless;
     c.bench_function("generate_proxyless_1000x10", |b| {
         b.iter(|| generate(&snap, &grpc))
+    });
+    let proxies = fleet(&instances);
+    let namespaces: std::collections::BTreeSet<&str> =
+        proxies.iter().map(|p| p.namespace.as_str()).collect();
+    assert_eq!((proxies.len(), namespaces.len()), (1_000, 4));
+    c.bench_function("generate_cached_1000_proxies_1000x10", |b| {
+        b.iter(|| {
+            let cache = GenerationCache::new();
+            proxies
+                .iter()
+                .map(|p| generate_cached(&snap, p, &cache).clusters.len())
+                .sum::<usize>()
+        })
+    });
+    let cache = GenerationCache::new();
+    for p in &proxies {
+        generate_cached(&snap, p, &cache);
+    }
+    c.bench_function("generate_cached_warm_sidecar_1000x10", |b| {
+        b.iter(|| generate_cached(&snap, &proxies[0], &cache))
     });
 }
 

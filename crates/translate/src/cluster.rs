@@ -4,6 +4,7 @@
 //! `PassthroughCluster` and `InboundPassthroughCluster`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -21,7 +22,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig, explicit_http_config,
 };
-use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use envoy_types::pb::google::protobuf::{Any, Struct, Value, value};
 use meshwork_config::model::istio::{
     ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, SimpleLb, TrafficPolicy,
 };
@@ -29,6 +30,7 @@ use meshwork_registry::{Port, Protocol, Resolution, Service, ServiceEndpoint, Ta
 use meshwork_xds::pack;
 
 use crate::Generated;
+use crate::cache::Memo;
 use crate::meta::ProxyMeta;
 use crate::names::{
     BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_cluster, outbound_cluster,
@@ -74,42 +76,60 @@ impl Policy {
     }
 }
 
-/// Clusters (and EDS assignments) for every visible service port.
+/// Outbound clusters shared by the proxies of one snapshot: the cluster and
+/// its EDS assignment by (cluster name, proxyless, address of the
+/// DestinationRule in force, subset index or `usize::MAX`). The name fixes
+/// the service, port and subset name; the rule fixes the policy and the
+/// subset's labels.
+pub(crate) type ClusterMemo = Memo<(String, bool, usize, usize), Built>;
+
+/// A built cluster and, for EDS clusters, its assignment.
+pub(crate) type Built = (Arc<Any>, Option<Arc<Any>>);
+
+/// Clusters (and EDS assignments) for every visible service port; `memo`
+/// shares the work between proxies of the same snapshot.
 pub(crate) fn outbound(
     snap: &MeshSnapshot,
     proxy: &ProxyMeta,
     scope: &Scope<'_>,
     grpc: bool,
+    memo: Option<&ClusterMemo>,
     out: &mut Generated,
 ) {
     for svc in &scope.services {
         let dr = snap.destination_rule(&svc.hostname, &proxy.namespace, &svc.namespace);
+        let dr_id = dr.map_or(0, |d| std::ptr::from_ref(d) as usize);
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             let endpoints = snap.registry().endpoints(&svc.hostname, port.port);
             let mut base = Policy::default();
             base.apply(dr.and_then(|d| d.traffic_policy.as_ref()), port.port);
             let name = outbound_cluster(port.port, "", &svc.hostname);
-            emit(
-                out,
-                &name,
-                svc,
-                port,
-                &base,
-                endpoints.iter().collect(),
-                grpc,
-            );
-            for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+            let build = || emit(&name, svc, port, &base, endpoints.iter().collect(), grpc);
+            let built = match memo {
+                Some(m) => m.get_or_init((name.clone(), grpc, dr_id, usize::MAX), build),
+                None => build(),
+            };
+            put(out, name, built);
+            let subsets = dr.map(|d| d.subsets.as_slice()).unwrap_or_default();
+            for (i, subset) in subsets.iter().enumerate() {
                 if subset.name.is_empty() {
                     continue;
                 }
-                let mut policy = base.clone();
-                policy.apply(subset.traffic_policy.as_ref(), port.port);
                 let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
-                let selected = endpoints
-                    .iter()
-                    .filter(|e| e.matches(&subset.labels))
-                    .collect();
-                emit(out, &name, svc, port, &policy, selected, grpc);
+                let build = || {
+                    let mut policy = base.clone();
+                    policy.apply(subset.traffic_policy.as_ref(), port.port);
+                    let selected = endpoints
+                        .iter()
+                        .filter(|e| e.matches(&subset.labels))
+                        .collect();
+                    emit(&name, svc, port, &policy, selected, grpc)
+                };
+                let built = match memo {
+                    Some(m) => m.get_or_init((name.clone(), grpc, dr_id, i), build),
+                    None => build(),
+                };
+                put(out, name, built);
             }
         }
     }
@@ -135,16 +155,23 @@ pub(crate) fn outbound(
     }
 }
 
+/// Adds a built cluster (and its assignment) to `out`.
+fn put(out: &mut Generated, name: String, (cluster, cla): Built) {
+    if let Some(cla) = cla {
+        out.endpoints.insert(name.clone(), cla);
+    }
+    out.clusters.insert(name, cluster);
+}
+
 /// Builds one outbound cluster and, for EDS clusters, its assignment.
 fn emit(
-    out: &mut Generated,
     name: &str,
     svc: &Service,
     port: &Port,
     policy: &Policy,
     endpoints: Vec<&ServiceEndpoint>,
     grpc: bool,
-) {
+) -> Built {
     let simple = policy.lb.as_ref().and_then(|lb| lb.simple);
     let passthrough =
         svc.resolution == Resolution::Passthrough || simple == Some(SimpleLb::Passthrough);
@@ -176,14 +203,18 @@ fn emit(
         ),
         ..Default::default()
     };
+    let mut cla = None;
     match kind {
         DiscoveryType::Eds => {
             c.eds_cluster_config = Some(EdsClusterConfig {
                 eds_config: Some(ads()),
                 service_name: name.into(),
             });
-            let cla = assignment(name, endpoints.into_iter(), true);
-            out.endpoints.insert(name.into(), pack(&cla));
+            cla = Some(Arc::new(pack(&assignment(
+                name,
+                endpoints.into_iter(),
+                true,
+            ))));
         }
         DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
             c.load_assignment = Some(assignment(name, endpoints.into_iter(), false));
@@ -207,7 +238,7 @@ fn emit(
             .and_then(parse_duration);
         set_protocol(&mut c, upstream, idle);
     }
-    out.clusters.insert(name.into(), pack(&c));
+    (Arc::new(pack(&c)), cla)
 }
 
 #[derive(Clone, Copy)]
@@ -359,9 +390,10 @@ pub(crate) fn inbound_ports(snap: &MeshSnapshot, proxy: &ProxyMeta) -> Vec<(u16,
     ports.into_iter().collect()
 }
 
-/// `inbound|port||` clusters to the local application.
-pub(crate) fn inbound(snap: &MeshSnapshot, proxy: &ProxyMeta, out: &mut Generated) {
-    for (port, protocol) in inbound_ports(snap, proxy) {
+/// `inbound|port||` clusters to the local application on `ports` (from
+/// [`inbound_ports`]).
+pub(crate) fn inbound(proxy: &ProxyMeta, ports: &[(u16, Protocol)], out: &mut Generated) {
+    for &(port, protocol) in ports {
         let name = inbound_cluster(port);
         let local = ServiceEndpoint {
             address: "127.0.0.1".into(),

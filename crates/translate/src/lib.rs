@@ -6,45 +6,59 @@
 //! RDS, CDS and EDS).
 //!
 //! Everything here is a pure function of a [`MeshSnapshot`] and a
-//! [`ProxyMeta`]: no I/O, no clocks, deterministic output.
+//! [`ProxyMeta`]: no I/O, no clocks, deterministic output. [`generate`]
+//! computes one proxy's resources from scratch; [`generate_cached`] returns
+//! the same, sharing work between the proxies of a snapshot through a
+//! [`GenerationCache`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod cluster;
 mod grpc;
 mod listener;
 mod meta;
 mod names;
 mod pb;
+mod resources;
 mod route;
 mod scope;
 mod snapshot;
 mod vs;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use meshwork_xds::TypeUrl;
 
+pub use cache::{GenerationCache, generate_cached};
 pub use meta::{ProxyKind, ProxyMeta};
+pub use resources::Resources;
 pub use snapshot::MeshSnapshot;
 
 /// The xDS resources generated for one proxy, keyed by resource name.
+/// Each map is shared ([`Resources`]), so cloning is cheap.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Generated {
     /// Listeners (LDS) by name.
-    pub listeners: BTreeMap<String, Any>,
+    pub listeners: Resources,
     /// Route configurations (RDS) by name.
-    pub routes: BTreeMap<String, Any>,
+    pub routes: Resources,
     /// Clusters (CDS) by name.
-    pub clusters: BTreeMap<String, Any>,
+    pub clusters: Resources,
     /// Cluster load assignments (EDS) by `cluster_name`.
-    pub endpoints: BTreeMap<String, Any>,
+    pub endpoints: Resources,
 }
 
 impl Generated {
     /// The resources of one type.
-    pub fn by_type(&self, t: TypeUrl) -> &BTreeMap<String, Any> {
+    pub fn by_type(&self, t: TypeUrl) -> &BTreeMap<String, Arc<Any>> {
+        self.resources(t)
+    }
+
+    /// The resources of one type, as their shared map.
+    pub fn resources(&self, t: TypeUrl) -> &Resources {
         match t {
             TypeUrl::Listener => &self.listeners,
             TypeUrl::Route => &self.routes,
@@ -60,13 +74,15 @@ pub fn generate(snapshot: &MeshSnapshot, proxy: &ProxyMeta) -> Generated {
     let mut out = Generated::default();
     match proxy.kind {
         ProxyKind::Sidecar => {
-            cluster::outbound(snapshot, proxy, &scope, false, &mut out);
-            cluster::inbound(snapshot, proxy, &mut out);
-            listener::sidecar(snapshot, proxy, &scope, &mut out);
+            let ports = cluster::inbound_ports(snapshot, proxy);
+            cluster::outbound(snapshot, proxy, &scope, false, None, &mut out);
+            cluster::inbound(proxy, &ports, &mut out);
+            listener::outbound(&scope, &mut out);
+            listener::inbound(&ports, &mut out);
             route::outbound(snapshot, proxy, &scope, &mut out);
         }
         ProxyKind::Proxyless => {
-            cluster::outbound(snapshot, proxy, &scope, true, &mut out);
+            cluster::outbound(snapshot, proxy, &scope, true, None, &mut out);
             grpc::listeners_and_routes(snapshot, proxy, &scope, &mut out);
         }
     }

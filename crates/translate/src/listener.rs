@@ -16,8 +16,6 @@ use meshwork_registry::{Protocol, Service};
 use meshwork_xds::pack;
 
 use crate::Generated;
-use crate::cluster::inbound_ports;
-use crate::meta::ProxyMeta;
 use crate::names::{
     BLACK_HOLE, INBOUND_CAPTURE, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE, PASSTHROUGH,
     inbound_cluster, outbound_cluster,
@@ -27,19 +25,13 @@ use crate::pb::{
     u32_value,
 };
 use crate::scope::Scope;
-use crate::snapshot::MeshSnapshot;
 use crate::vs::default_route;
 
 /// What protocol detection reports for HTTP/1 and cleartext HTTP/2.
 const SNIFFED_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
-/// Every sidecar listener.
-pub(crate) fn sidecar(
-    _snap: &MeshSnapshot,
-    proxy: &ProxyMeta,
-    scope: &Scope<'_>,
-    out: &mut Generated,
-) {
+/// A sidecar's outbound listeners: `0.0.0.0_<port>` and `virtualOutbound`.
+pub(crate) fn outbound(scope: &Scope<'_>, out: &mut Generated) {
     let fallthrough = if scope.allow_any {
         PASSTHROUGH
     } else {
@@ -54,7 +46,12 @@ pub(crate) fn sidecar(
     }
     let vo = virtual_outbound(fallthrough);
     out.listeners.insert(vo.name.clone(), pack(&vo));
-    let vi = virtual_inbound(_snap, proxy);
+}
+
+/// A sidecar's `virtualInbound` listener for its own `ports` (from
+/// [`crate::cluster::inbound_ports`]).
+pub(crate) fn inbound(ports: &[(u16, Protocol)], out: &mut Generated) {
+    let vi = virtual_inbound(ports);
     out.listeners.insert(vi.name.clone(), pack(&vi));
 }
 
@@ -225,13 +222,13 @@ fn inbound_http_chain(port: u16, app: &[&str]) -> FilterChain {
 /// `virtualInbound`: a chain per port of this proxy's workload (matched on
 /// the original destination port), loops to 15006 dropped, anything else
 /// passed through to its original destination.
-fn virtual_inbound(snap: &MeshSnapshot, proxy: &ProxyMeta) -> Listener {
+fn virtual_inbound(ports: &[(u16, Protocol)]) -> Listener {
     let mut chains = vec![chain(
         "virtualInbound-blackhole",
         on_port(INBOUND_CAPTURE, &[]),
         tcp_proxy(BLACK_HOLE, BLACK_HOLE),
     )];
-    for (port, protocol) in inbound_ports(snap, proxy) {
+    for &(port, protocol) in ports {
         if port == INBOUND_CAPTURE || port == OUTBOUND_CAPTURE {
             continue;
         }

@@ -1,6 +1,7 @@
 //! The mesh-wide input of translation, indexed once per change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use meshwork_config::model::istio::{DestinationRule, Sidecar, VirtualService};
 use meshwork_config::{Resource, Spec};
@@ -14,6 +15,11 @@ pub(crate) const ROOT_NAMESPACE: &str = "istio-system";
 #[derive(Debug)]
 pub struct MeshSnapshot {
     version: u64,
+    /// Unique among the snapshots of this process (caches key on it).
+    id: u64,
+    /// Proxy label keys that some configuration consults (Sidecar and
+    /// DestinationRule workload selectors, VirtualService source labels).
+    consulted_labels: Vec<String>,
     resources: Vec<Resource>,
     registry: Registry,
     /// Mesh VirtualServices by resolved host (exact hosts).
@@ -50,8 +56,11 @@ impl MeshSnapshot {
     /// Indexes `resources` (VirtualServices and DestinationRules by host,
     /// Sidecars by namespace) next to `registry`.
     pub fn new(version: u64, resources: Vec<Resource>, registry: Registry) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut snap = MeshSnapshot {
             version,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            consulted_labels: consulted_labels(&resources),
             resources,
             registry,
             vs_by_host: HashMap::new(),
@@ -90,6 +99,17 @@ impl MeshSnapshot {
     /// The service registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// An id no other snapshot of this process has.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The proxy label keys any configuration consults when choosing what a
+    /// proxy's outbound configuration is, sorted.
+    pub(crate) fn consulted_labels(&self) -> &[String] {
+        &self.consulted_labels
     }
 
     /// Every resource.
@@ -186,6 +206,44 @@ impl MeshSnapshot {
                 _ => None,
             })
     }
+}
+
+/// Label keys of Sidecar and DestinationRule workload selectors and of
+/// VirtualService `sourceLabels` (HTTP, TCP and TLS matches).
+fn consulted_labels(resources: &[Resource]) -> Vec<String> {
+    let mut keys: BTreeSet<&String> = BTreeSet::new();
+    for r in resources {
+        match &r.spec {
+            Spec::Sidecar(s) => {
+                keys.extend(s.workload_selector.iter().flat_map(|w| w.labels.keys()))
+            }
+            Spec::DestinationRule(dr) => keys.extend(
+                dr.workload_selector
+                    .iter()
+                    .flat_map(|w| w.match_labels.keys()),
+            ),
+            Spec::VirtualService(vs) => {
+                let http = vs
+                    .http
+                    .iter()
+                    .flat_map(|h| &h.r#match)
+                    .map(|m| &m.source_labels);
+                let tcp = vs
+                    .tcp
+                    .iter()
+                    .flat_map(|t| &t.r#match)
+                    .map(|m| &m.source_labels);
+                let tls = vs
+                    .tls
+                    .iter()
+                    .flat_map(|t| &t.r#match)
+                    .map(|m| &m.source_labels);
+                keys.extend(http.chain(tcp).chain(tls).flat_map(BTreeMap::keys));
+            }
+            _ => {}
+        }
+    }
+    keys.into_iter().cloned().collect()
 }
 
 fn index(
