@@ -226,7 +226,9 @@ fn outbound_capture_dispatches_on_the_original_destination() {
         node.as_ref().is_some_and(|n| n.connected
             && [TypeUrl::Listener, TypeUrl::Route, TypeUrl::Cluster]
                 .iter()
-                .all(|t| n.types.get(t).is_some_and(|s| s.acked_version == "1"))),
+                .all(|t| n.types.get(t).is_some_and(
+                    |s| !s.acked_version.is_empty() && s.acked_version == s.sent_version
+                ))),
         "the proxy ACKed its config over the socket: {node:?}"
     );
 

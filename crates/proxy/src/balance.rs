@@ -14,14 +14,19 @@ pub struct Endpoint {
     pub model: EndpointModel,
     /// Requests or connections in flight to it.
     pub active: AtomicUsize,
+    /// `address` as a URI authority, built once.
+    pub authority: http::uri::Authority,
 }
 
 impl Endpoint {
     /// A fresh endpoint.
     pub fn new(model: EndpointModel) -> Self {
+        let authority = http::uri::Authority::try_from(model.address.to_string().as_str())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
         Endpoint {
             model,
             active: AtomicUsize::new(0),
+            authority,
         }
     }
 

@@ -19,6 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
+
+use crate::balance::Endpoint;
 use crate::body::ProxyBody;
 use crate::model::cluster::ClusterModel;
 
@@ -66,31 +70,40 @@ impl ClusterPools {
         }
     }
 
-    /// Sends a request to `endpoint`. The request's URI must be absolute
-    /// (`http://authority/path`): for HTTP/1.1 its authority is replaced by
-    /// the endpoint (the Host header carries the original); for HTTP/2 it
-    /// stays the original authority and the connection goes to `endpoint`.
+    /// Sends a request to `endpoint`. For HTTP/1.1 the request target
+    /// names the endpoint and the Host header carries the original
+    /// authority; for HTTP/2 `:authority` is the original authority (from
+    /// the Host header) and the connection goes to the endpoint.
     pub async fn send(
         &self,
-        endpoint: SocketAddr,
+        endpoint: &Endpoint,
         http2: bool,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        if http2 {
-            *req.version_mut() = http::Version::HTTP_2;
-            req.headers_mut().remove(http::header::HOST);
-            return self.http2.send(endpoint, req).await;
-        }
-        *req.version_mut() = http::Version::HTTP_11;
-        let pq = req
+        let path_and_query = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = format!("http://{endpoint}{pq}")
-            .parse()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let authority = if http2 {
+            req.headers_mut()
+                .remove(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| endpoint.authority.clone())
+        } else {
+            endpoint.authority.clone()
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path_and_query);
+        *req.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| UpstreamError::Request(format!("bad request target: {e}")))?;
-        *req.uri_mut() = uri;
+        if http2 {
+            *req.version_mut() = http::Version::HTTP_2;
+            return self.http2.send(endpoint.address(), req).await;
+        }
+        *req.version_mut() = http::Version::HTTP_11;
         self.http1.request(req).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(format!("{e:?}"))

@@ -219,24 +219,25 @@ async fn tcp_echo_with_half_close() {
     assert_eq!(back.len(), payload.len());
     assert!(back == payload, "bytes are not corrupted");
 
-    // Metrics count the connection and its bytes.
+    // Metrics count the connection and its bytes (readiness probes opened
+    // connections too: sum every series, and wait until this one is in).
     let mut text = String::new();
-    for _ in 0..100 {
+    let mut sent = 0.0;
+    for _ in 0..200 {
         text = http_get(mesh.proxy.stats_addr, "/stats/prometheus")
             .await
             .unwrap()
             .1;
-        if text.contains("istio_tcp_connections_closed_total{") {
+        sent = text
+            .lines()
+            .filter(|l| l.starts_with("istio_tcp_sent_bytes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if sent as usize >= payload.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sent: f64 = text
-        .lines()
-        .find(|l| l.starts_with("istio_tcp_sent_bytes_total{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
     assert_eq!(sent as usize, payload.len(), "{text}");
 }
 

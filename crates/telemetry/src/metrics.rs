@@ -253,12 +253,16 @@ struct TcpSeries {
     received: Counter,
 }
 
+/// Label sets are hashed with foldhash: fast, and seeded per process so
+/// label values from peers cannot be chosen to collide.
+type LabelMap<L, S> = HashMap<L, S, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
-struct SeriesMap<L, S>(RwLock<HashMap<L, S>>);
+struct SeriesMap<L, S>(RwLock<LabelMap<L, S>>);
 
 impl<L: Hash + Eq + Clone, S> SeriesMap<L, S> {
     fn new() -> Self {
-        Self(RwLock::new(HashMap::new()))
+        Self(RwLock::new(HashMap::default()))
     }
 
     /// Runs `f` on the series for `labels`, creating it with `make` first if
@@ -287,7 +291,7 @@ fn encode_family<L, S, M>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    map: &HashMap<L, S>,
+    map: &LabelMap<L, S>,
     pick: impl Fn(&S) -> (Option<&L>, &M),
 ) -> fmt::Result
 where

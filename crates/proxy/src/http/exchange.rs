@@ -33,7 +33,8 @@ pub struct ConnInfo {
 pub struct Exchange {
     ctx: Arc<ProxyCtx>,
     start: Instant,
-    entry: AccessLogEntry,
+    /// The access-log line being built (`None` when access logs are off).
+    entry: Option<Box<AccessLogEntry>>,
     labels: RequestLabels,
     /// Request body bytes, counted as they stream.
     pub request_bytes: Arc<AtomicU64>,
@@ -58,25 +59,27 @@ impl Exchange {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let entry = AccessLogEntry {
-            start_time: SystemTime::now().into(),
-            method: Some(parts.method.to_string()),
-            path: Some(
-                parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "/".into()),
-            ),
-            protocol: Some(format!("{:?}", parts.version)),
-            x_forwarded_for: header("x-forwarded-for"),
-            user_agent: header("user-agent"),
-            request_id: header("x-request-id"),
-            authority: Some(host.to_string()),
-            downstream_local_address: Some(info.original_dst.to_string()),
-            downstream_remote_address: Some(info.peer.to_string()),
-            ..Default::default()
-        };
+        let entry = ctx.access_log.is_enabled().then(|| {
+            Box::new(AccessLogEntry {
+                start_time: SystemTime::now().into(),
+                method: Some(parts.method.to_string()),
+                path: Some(
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "/".into()),
+                ),
+                protocol: Some(format!("{:?}", parts.version)),
+                x_forwarded_for: header("x-forwarded-for"),
+                user_agent: header("user-agent"),
+                request_id: header("x-request-id"),
+                authority: Some(host.to_string()),
+                downstream_local_address: Some(info.original_dst.to_string()),
+                downstream_remote_address: Some(info.peer.to_string()),
+                ..Default::default()
+            })
+        });
         let mut labels = RequestLabels::unknown();
         let me = &ctx.peer;
         let protocol = if crate::model::route::is_grpc(&parts.headers) {
@@ -89,7 +92,8 @@ impl Exchange {
         if info.inbound {
             labels.reporter = "destination".into();
             fill_destination_from(&mut labels, me);
-            labels.destination_principal = principal(&ctx, me);
+            // Principals come from verified peer certificates (mTLS); on
+            // plaintext connections Istio reports them as unknown.
             labels.destination_service = service_host.to_string();
             labels.destination_service_name = service_host
                 .split('.')
@@ -107,7 +111,6 @@ impl Exchange {
         } else {
             labels.reporter = "source".into();
             fill_source_from(&mut labels, me);
-            labels.source_principal = principal(&ctx, me);
         }
         Exchange {
             ctx,
@@ -123,15 +126,19 @@ impl Exchange {
 
     /// Records the chosen route.
     pub fn set_route(&mut self, name: &str) {
-        if !name.is_empty() {
-            self.entry.route_name = Some(name.to_string());
+        if !name.is_empty()
+            && let Some(e) = &mut self.entry
+        {
+            e.route_name = Some(name.to_string());
         }
     }
 
     /// Records the chosen cluster and endpoint.
     pub fn set_upstream(&mut self, cluster: &str, endpoint: &Endpoint) {
-        self.entry.upstream_cluster = Some(cluster.to_string());
-        self.entry.upstream_host = Some(endpoint.address().to_string());
+        if let Some(e) = &mut self.entry {
+            e.upstream_cluster = Some(cluster.to_string());
+            e.upstream_host = Some(endpoint.address().to_string());
+        }
         self.upstream_start = Some(Instant::now());
         if self.labels.reporter == "source" {
             // outbound|port|subset|host
@@ -194,7 +201,9 @@ impl Exchange {
 
     /// Records a transport failure reason.
     pub fn failure_reason(&mut self, reason: String) {
-        self.entry.upstream_transport_failure_reason = Some(reason);
+        if let Some(e) = &mut self.entry {
+            e.upstream_transport_failure_reason = Some(reason);
+        }
     }
 
     /// Ends the exchange: metrics and access log.
@@ -218,8 +227,7 @@ impl Exchange {
         self.ctx
             .metrics
             .record_request(&labels, duration, request_bytes, response_bytes);
-        if self.ctx.access_log.is_enabled() {
-            let mut entry = std::mem::take(&mut self.entry);
+        if let Some(mut entry) = self.entry.take() {
             entry.response_code = status;
             entry.response_flags = self.flags;
             entry.response_code_details = self.flags.reason().map(str::to_string);
@@ -227,7 +235,7 @@ impl Exchange {
             entry.bytes_sent = response_bytes;
             entry.duration = duration.as_millis() as u64;
             entry.upstream_service_time = self.upstream_elapsed_ms();
-            self.ctx.access_log.log(entry);
+            self.ctx.access_log.log(*entry);
         }
     }
 }
@@ -249,17 +257,6 @@ fn or_unknown(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-fn principal(ctx: &ProxyCtx, me: &PeerMetadata) -> String {
-    if ctx.identity.trust_domain.is_empty() || me.service_account.is_empty() {
-        return "unknown".into();
-    }
-    meshwork_telemetry::principal(
-        &ctx.identity.trust_domain,
-        &me.namespace,
-        &me.service_account,
-    )
 }
 
 fn fill_source_from(l: &mut RequestLabels, p: &PeerMetadata) {

@@ -8,6 +8,17 @@ use crate::body::{self, ProxyBody};
 
 /// The header that carries the reason of a locally generated error.
 pub const REASON_HEADER: &str = "x-meshwork-reason";
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-envoy-upstream-service-time`.
+pub static X_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+/// Istio's peer metadata exchange headers.
+pub static X_PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
+/// The peer's node id.
+pub static X_PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110
 /// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).

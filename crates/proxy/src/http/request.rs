@@ -8,10 +8,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use meshwork_telemetry::{PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER, ResponseFlag};
+use meshwork_telemetry::ResponseFlag;
 
 use super::exchange::{ConnInfo, Exchange};
-use super::headers::{authority, local_reply, strip_hop_by_hop};
+use super::headers::{
+    X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME,
+    authority, local_reply, strip_hop_by_hop,
+};
 use super::upgrade;
 use crate::body::{self, BodyEnd, Observed, ProxyBody};
 use crate::ctx::ProxyCtx;
@@ -283,18 +286,18 @@ async fn forward(
     // The proxy answers `Expect: 100-continue` itself (hyper sends the 100
     // when the body is first read), as Envoy does by default.
     headers.remove(header::EXPECT);
-    if !headers.contains_key("x-request-id")
+    if !headers.contains_key(&X_REQUEST_ID)
         && let Ok(v) = HeaderValue::from_str(&request_id())
     {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID.clone(), v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if conn.info.inbound {
-        headers.remove(PEER_METADATA_HEADER);
-        headers.remove(PEER_METADATA_ID_HEADER);
+        headers.remove(&X_PEER_METADATA);
+        headers.remove(&X_PEER_METADATA_ID);
     } else {
-        headers.insert(PEER_METADATA_HEADER, conn.ctx.peer_header.clone());
-        headers.insert(PEER_METADATA_ID_HEADER, conn.ctx.peer_id_header.clone());
+        headers.insert(X_PEER_METADATA.clone(), conn.ctx.peer_header.clone());
+        headers.insert(X_PEER_METADATA_ID.clone(), conn.ctx.peer_id_header.clone());
     }
 
     let use_h2 = match cluster.model.protocol {
@@ -302,27 +305,7 @@ async fn forward(
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::UseDownstream => conn.info.h2,
     } && !is_upgrade;
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let authority = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| endpoint.address().to_string());
-    match format!("http://{authority}{pq}").parse::<Uri>() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => {
-            return reply(
-                ex,
-                local_reply(400, None, "request target cannot be forwarded"),
-            );
-        }
-    }
-    let call = cluster.pools.send(endpoint.address(), use_h2, req);
+    let call = cluster.pools.send(&endpoint, use_h2, req);
     let result = match f.timeout {
         Some(t) => match tokio::time::timeout(t, call).await {
             Ok(r) => r,
@@ -366,20 +349,20 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded);
     if !conn.info.inbound {
-        parts.headers.remove(PEER_METADATA_HEADER);
-        parts.headers.remove(PEER_METADATA_ID_HEADER);
+        parts.headers.remove(&X_PEER_METADATA);
+        parts.headers.remove(&X_PEER_METADATA_ID);
     } else {
         parts
             .headers
-            .insert(PEER_METADATA_HEADER, conn.ctx.peer_header.clone());
+            .insert(X_PEER_METADATA.clone(), conn.ctx.peer_header.clone());
         parts
             .headers
-            .insert(PEER_METADATA_ID_HEADER, conn.ctx.peer_id_header.clone());
+            .insert(X_PEER_METADATA_ID.clone(), conn.ctx.peer_id_header.clone());
     }
     if let Some(ms) = ex.upstream_elapsed_ms() {
         parts
             .headers
-            .insert("x-envoy-upstream-service-time", HeaderValue::from(ms));
+            .insert(X_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
     }
     apply_response_headers(vh, route, &mut parts.headers);
     // Keep the endpoint counted as busy until the response body ends.
