@@ -336,6 +336,15 @@ async fn main() -> anyhow::Result<()> {
         (cpu1 - cpu0) / (proxied as f64 / 1000.0),
         hwm_kb as f64 / 1024.0
     );
-    let _ = child.kill().await;
+    // SIGTERM: the proxy drains and exits (and a profiler wrapper writes its data).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    if tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
     Ok(())
 }
