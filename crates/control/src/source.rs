@@ -85,7 +85,7 @@ impl Shared {
                     .map(|(name, any)| {
                         let (_, v) = versioned
                             .entry(Arc::as_ptr(any) as usize)
-                            .or_insert_with(|| (any.clone(), Versioned::new((**any).clone())));
+                            .or_insert_with(|| (any.clone(), Versioned::shared(any.clone())));
                         (name.clone(), v.clone())
                     })
                     .collect();
@@ -142,7 +142,7 @@ impl TranslateSource {
                 let set = generated
                     .by_type(t)
                     .iter()
-                    .map(|(name, any)| (name.clone(), Versioned::new((**any).clone())))
+                    .map(|(name, any)| (name.clone(), Versioned::shared(any.clone())))
                     .collect();
                 (t, set)
             })

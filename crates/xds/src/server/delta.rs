@@ -136,7 +136,7 @@ pub(super) async fn run(
                 .map(|(name, v)| Resource {
                     name: name.clone(),
                     version: v.version.clone(),
-                    resource: Some(v.any.clone()),
+                    resource: Some((*v.any).clone()),
                     ..Default::default()
                 })
                 .collect();

@@ -35,11 +35,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::TypeUrl;
 
-/// One resource with its content version.
+/// One resource with its content version. The resource is shared: many
+/// proxies usually get the very same bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned {
     /// The resource.
-    pub any: Any,
+    pub any: Arc<Any>,
     /// A hash of its content.
     pub version: String,
 }
@@ -47,6 +48,11 @@ pub struct Versioned {
 impl Versioned {
     /// Wraps a resource, computing its version.
     pub fn new(any: Any) -> Self {
+        Self::shared(Arc::new(any))
+    }
+
+    /// Wraps a shared resource, computing its version.
+    pub fn shared(any: Arc<Any>) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         any.type_url.hash(&mut h);
         any.value.hash(&mut h);

@@ -123,7 +123,7 @@ pub(super) async fn run(
             nonce += 1;
             let response = DiscoveryResponse {
                 version_info: version.clone(),
-                resources: chosen.values().map(|v| v.any.clone()).collect(),
+                resources: chosen.values().map(|v| (*v.any).clone()).collect(),
                 type_url: t.as_str().to_string(),
                 nonce: nonce.to_string(),
                 ..Default::default()
