@@ -159,22 +159,28 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
         loop {
             let next = async {
                 if watchers.is_empty() {
-                    std::future::pending::<Option<()>>().await
+                    std::future::pending::<Option<std::time::Instant>>().await
                 } else {
                     let futs = watchers.iter_mut().map(|w| Box::pin(w.next_burst()));
                     futures::future::select_all(futs).await.0
                 }
             };
-            tokio::select! {
-                burst = next => if burst.is_none() { return },
-                changed = platform_changes.changed() => if changed.is_err() { return },
-            }
+            let started = tokio::select! {
+                burst = next => match burst {
+                    Some(first) => first,
+                    None => return,
+                },
+                changed = platform_changes.changed() => match changed {
+                    Ok(()) => std::time::Instant::now(),
+                    Err(_) => return,
+                },
+            };
             version += 1;
             let (snapshot, report) = builder.build(version);
             builds.inc();
             build_time.observe(report.took.as_secs_f64());
             tracing::info!(version, resources = report.resources, took = ?report.took, "configuration reloaded");
-            store2.publish(snapshot, report.diagnostics);
+            store2.publish_change(snapshot, report.diagnostics, started);
         }
     }));
     Ok(ControlHandle {

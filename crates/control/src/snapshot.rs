@@ -69,6 +69,8 @@ impl SnapshotBuilder {
 pub struct SnapshotStore {
     current: watch::Sender<Arc<MeshSnapshot>>,
     diagnostics: Arc<std::sync::Mutex<Vec<Diagnostic>>>,
+    /// Snapshot version -> when the change that produced it began.
+    started: Arc<std::sync::Mutex<Option<(u64, Instant)>>>,
 }
 
 impl SnapshotStore {
@@ -77,6 +79,7 @@ impl SnapshotStore {
         SnapshotStore {
             current: watch::Sender::new(Arc::new(first)),
             diagnostics: Arc::new(std::sync::Mutex::new(diagnostics)),
+            started: Arc::default(),
         }
     }
 
@@ -96,6 +99,30 @@ impl SnapshotStore {
             *d = diagnostics;
         }
         self.current.send_replace(Arc::new(snapshot));
+    }
+
+    /// Publishes a snapshot produced by a change that began at `started`
+    /// (the first config event of its debounce window).
+    pub fn publish_change(
+        &self,
+        snapshot: MeshSnapshot,
+        diagnostics: Vec<Diagnostic>,
+        started: Instant,
+    ) {
+        if let Ok(mut s) = self.started.lock() {
+            *s = Some((snapshot.version(), started));
+        }
+        self.publish(snapshot, diagnostics);
+    }
+
+    /// When the change that produced snapshot `version` began, if known.
+    pub fn change_started(&self, version: u64) -> Option<Instant> {
+        self.started
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, t)| t)
     }
 
     /// The findings of the last build.

@@ -167,6 +167,10 @@ impl ResourceSource for TranslateSource {
     fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+
+    fn change_started(&self, generation: u64) -> Option<std::time::Instant> {
+        self.store.change_started(generation)
+    }
 }
 
 #[cfg(test)]

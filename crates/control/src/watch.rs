@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use std::time::Instant;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// Debounce timings.
 #[derive(Clone, Copy, Debug)]
@@ -71,18 +71,18 @@ impl DirWatch {
         })
     }
 
-    /// Waits for the next burst of changes to settle. `None` when the
-    /// watcher stopped.
-    pub async fn next_burst(&mut self) -> Option<()> {
+    /// Waits for the next burst of changes to settle and returns when it
+    /// began. `None` when the watcher stopped.
+    pub async fn next_burst(&mut self) -> Option<Instant> {
         self.events.recv().await?;
-        let first = Instant::now();
+        let first = tokio::time::Instant::now();
         let mut last = first;
         loop {
             let deadline = (last + self.debounce.quiet).min(first + self.debounce.max);
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(())) => last = Instant::now(),
+                Ok(Some(())) => last = tokio::time::Instant::now(),
                 Ok(None) => return None,
-                Err(_) => return Some(()),
+                Err(_) => return Some(first.into_std()),
             }
         }
     }

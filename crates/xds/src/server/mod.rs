@@ -73,6 +73,13 @@ pub trait ResourceSource: Send + Sync + 'static {
     /// Changes whenever resources may have changed; the value is a
     /// generation counter.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// When the change that produced `generation` began (e.g. the first
+    /// config file event of a debounce window), so convergence time counts
+    /// from there as istiod's does. `None`: from when the server sees it.
+    fn change_started(&self, _generation: u64) -> Option<Instant> {
+        None
+    }
 }
 
 /// One shared resource set for every node (tests, simple setups).

@@ -91,8 +91,8 @@ pub(super) async fn run(
                 if changed.is_err() {
                     break;
                 }
-                changes.borrow_and_update();
-                changed_at = Some(Instant::now());
+                let generation = *changes.borrow_and_update();
+                changed_at = Some(server.source.change_started(generation).unwrap_or_else(Instant::now));
                 to_send.extend(subs.keys().copied());
             }
         }
