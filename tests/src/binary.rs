@@ -35,7 +35,8 @@ pub fn meshwork() -> PathBuf {
 }
 
 fn build(profile_dir: &Path, bin: &Path) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = crate::manifest_dir();
+    let workspace = manifest_dir
         .parent()
         .expect("tests/ is inside the workspace");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -30,3 +30,13 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// This crate's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test, and that is preferred over the compile-time value: a test binary
+/// reused from a shared target dir may have been compiled in another
+/// checkout of the workspace.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}

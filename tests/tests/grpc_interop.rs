@@ -15,7 +15,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -70,7 +69,7 @@ fn grpcio_is_routed_by_a_virtual_service_over_xds() {
         );
     }
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/grpc_xds.py");
+    let script = meshwork_e2e::manifest_dir().join("interop/grpc_xds.py");
     let mut client_cmd = Command::new("python3");
     client_cmd
         .arg(&script)
