@@ -3,7 +3,6 @@
 //! resources it already has after a reconnect.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -50,17 +49,8 @@ pub(super) async fn run(
             req = inbound.next() => {
                 let Some(Ok(req)) = req else { break };
                 if node.is_none() {
-                    let Some(n) = req.node.clone() else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
-                        break;
-                    };
+                    let Some(n) = server.first_node(req.node.as_ref(), true, &tx).await else { break };
                     node_id = n.id.clone();
-                    server.update_node(&node_id, |s| {
-                        s.connected = true;
-                        s.delta = true;
-                        s.connected_at = Some(SystemTime::now());
-                    });
-                    tracing::info!(node = node_id, "proxy connected (delta)");
                     node = Some(n);
                 }
                 let Some(t) = TypeUrl::parse(&req.type_url) else { continue };
@@ -73,11 +63,7 @@ pub(super) async fn run(
                         sub.known.clear();
                     }
                     server.record_ack(&node_id, t, &req.response_nonce, nack);
-                    if let Some(p) = sub.pending
-                        && nack.is_none() && req.response_nonce == p.nonce.to_string() {
-                            server.metrics.convergence.observe(p.since.elapsed().as_secs_f64());
-                            sub.pending = None;
-                        }
+                    server.converged(&mut sub.pending, &req.response_nonce, nack.is_some());
                 }
                 if first {
                     sub.wildcard = req.resource_names_subscribe.is_empty() && t.is_wildcard_by_default();
@@ -107,7 +93,7 @@ pub(super) async fn run(
                     break;
                 }
                 let generation = *changes.borrow_and_update();
-                changed_at = Some(server.source.change_started(generation).unwrap_or_else(Instant::now));
+                changed_at = Some(server.change_time(generation));
                 to_send.extend(subs.keys().copied());
             }
         }
@@ -177,6 +163,5 @@ pub(super) async fn run(
             }
         }
     }
-    server.metrics.connected.dec();
-    server.update_node(&node_id, |n| n.connected = false);
+    server.disconnected(&node_id);
 }

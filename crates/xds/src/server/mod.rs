@@ -280,6 +280,62 @@ impl AdsServer {
     }
 }
 
+impl AdsServer {
+    /// Takes the node from a stream's first request and records the
+    /// connection. Without a node the stream is refused (`None`).
+    async fn first_node<R>(
+        &self,
+        node: Option<&Node>,
+        delta: bool,
+        tx: &mpsc::Sender<Result<R, Status>>,
+    ) -> Option<Node> {
+        let Some(node) = node else {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first request must carry the node",
+                )))
+                .await;
+            return None;
+        };
+        self.update_node(&node.id, |s| {
+            s.connected = true;
+            s.delta = delta;
+            s.connected_at = Some(SystemTime::now());
+        });
+        tracing::info!(node = node.id, delta, "proxy connected");
+        Some(node.clone())
+    }
+
+    /// Records the end of a stream.
+    fn disconnected(&self, node_id: &str) {
+        self.metrics.connected.dec();
+        self.update_node(node_id, |n| n.connected = false);
+        if !node_id.is_empty() {
+            tracing::info!(node = node_id, "proxy disconnected");
+        }
+    }
+
+    /// When the change seen as `generation` began.
+    fn change_time(&self, generation: u64) -> Instant {
+        self.source
+            .change_started(generation)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Observes the convergence time when `nonce` ACKs the pending push.
+    fn converged(&self, pending: &mut Option<Pending>, nonce: &str, nack: bool) {
+        if let Some(p) = *pending
+            && !nack
+            && nonce == p.nonce.to_string()
+        {
+            self.metrics
+                .convergence
+                .observe(p.since.elapsed().as_secs_f64());
+            *pending = None;
+        }
+    }
+}
+
 /// A change waiting for the proxy's ACK, to measure convergence.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pending {

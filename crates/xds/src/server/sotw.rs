@@ -3,7 +3,6 @@
 //! content for this proxy changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -42,17 +41,8 @@ pub(super) async fn run(
             req = inbound.next() => {
                 let Some(Ok(req)) = req else { break };
                 if node.is_none() {
-                    let Some(n) = req.node.clone() else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
-                        break;
-                    };
+                    let Some(n) = server.first_node(req.node.as_ref(), false, &tx).await else { break };
                     node_id = n.id.clone();
-                    server.update_node(&node_id, |s| {
-                        s.connected = true;
-                        s.delta = false;
-                        s.connected_at = Some(SystemTime::now());
-                    });
-                    tracing::info!(node = node_id, "proxy connected (state of the world)");
                     node = Some(n);
                 }
                 let Some(t) = TypeUrl::parse(&req.type_url) else {
@@ -64,12 +54,9 @@ pub(super) async fn run(
                 if !req.response_nonce.is_empty() {
                     let nack = req.error_detail.as_ref().map(|e| e.message.as_str());
                     server.record_ack(&node_id, t, &req.version_info, nack);
-                    if let Some(sub) = subs.get_mut(&t)
-                        && let Some(p) = sub.pending
-                            && nack.is_none() && req.response_nonce == p.nonce.to_string() {
-                                server.metrics.convergence.observe(p.since.elapsed().as_secs_f64());
-                                sub.pending = None;
-                            }
+                    if let Some(sub) = subs.get_mut(&t) {
+                        server.converged(&mut sub.pending, &req.response_nonce, nack.is_some());
+                    }
                 }
                 match subs.get_mut(&t) {
                     Some(sub) => {
@@ -92,7 +79,7 @@ pub(super) async fn run(
                     break;
                 }
                 let generation = *changes.borrow_and_update();
-                changed_at = Some(server.source.change_started(generation).unwrap_or_else(Instant::now));
+                changed_at = Some(server.change_time(generation));
                 to_send.extend(subs.keys().copied());
             }
         }
@@ -139,9 +126,5 @@ pub(super) async fn run(
             }
         }
     }
-    server.metrics.connected.dec();
-    server.update_node(&node_id, |n| n.connected = false);
-    if !node_id.is_empty() {
-        tracing::info!(node = node_id, "proxy disconnected");
-    }
+    server.disconnected(&node_id);
 }
