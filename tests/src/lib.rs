@@ -8,10 +8,12 @@
 //! - [`process`]: child processes killed on drop, with their output
 //!   captured line by line for assertions and failure messages.
 //! - [`binary`]: where the `meshwork` binary is, building it first.
+//! - [`pod`]: addresses, the workloads' Python, text helpers.
 #![forbid(unsafe_code)]
 
 pub mod binary;
 pub mod netns;
+pub mod pod;
 pub mod process;
 
 use std::time::{Duration, Instant};

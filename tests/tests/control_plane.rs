@@ -34,11 +34,12 @@
 //! if needed (see `meshwork_e2e::binary`); `MESHWORK_BIN` overrides it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshwork_e2e::netns::{self, Netns};
+use meshwork_e2e::pod::{add_addresses, path, python3, text};
 use meshwork_e2e::process::Proc;
 use meshwork_e2e::{binary, poll};
 use serde_json::Value;
@@ -528,21 +529,6 @@ fn istio_iptables(ns: &Netns) {
     nat(&["-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"]);
 }
 
-/// Puts each `addr/32` on a dummy interface, or on `lo` where the kernel
-/// has no dummy driver: local addresses of the namespace only.
-fn add_addresses(ns: &Netns, addrs: &[&str]) {
-    let dummy = ns.output(["ip", "link", "add", "mw0", "type", "dummy"]);
-    let dev = if dummy.status.success() {
-        ns.run(["ip", "link", "set", "mw0", "up"]);
-        "mw0"
-    } else {
-        "lo"
-    };
-    for addr in addrs {
-        ns.run(["ip", "addr", "add", &format!("{addr}/32"), "dev", dev]);
-    }
-}
-
 // === the app's log ===
 
 /// One response (or failure) as a client logged it.
@@ -784,25 +770,6 @@ fn cut(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// The interpreter itself (not a pyenv shim), so it runs the same inside
-/// the namespace.
-fn python3() -> PathBuf {
-    let o = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is required for the e2e workloads");
-    assert!(o.status.success(), "python3: {}", text(&o.stderr));
-    PathBuf::from(text(&o.stdout).trim())
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The workloads (backends, the app's clients) and the test's probes.

@@ -18,6 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use meshwork_e2e::pod::text;
 use meshwork_e2e::process::Proc;
 use meshwork_e2e::{binary, poll};
 use serde_json::Value;
@@ -200,8 +201,4 @@ fn pretty(json: &str) -> String {
     serde_json::from_str::<Value>(json)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| json.to_string())
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }

@@ -25,11 +25,11 @@
 //! `meshwork_e2e::binary`); `MESHWORK_BIN` overrides it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshwork_e2e::netns::{self, Netns};
+use meshwork_e2e::pod::{add_addresses, path, python3, text};
 use meshwork_e2e::process::Proc;
 use meshwork_e2e::{binary, poll};
 use meshwork_xds::envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -125,7 +125,7 @@ fn outbound_capture_dispatches_on_the_original_destination() {
     // Declared before the processes so that they stop before it is deleted.
     let ns = Netns::create("mw-e2e");
     let addr = format!("10.233.{}.2", std::process::id() % 250);
-    add_address(&ns, &addr);
+    add_addresses(&ns, &[&addr]);
     ns.run([
         "iptables",
         "-t",
@@ -303,30 +303,6 @@ fn outbound_capture_dispatches_on_the_original_destination() {
 
 // === the pod ===
 
-/// Puts `addr/32` on a dummy interface, or on `lo` where the kernel has no
-/// dummy driver; either way it is a local address of the namespace only.
-fn add_address(ns: &Netns, addr: &str) {
-    let cidr = format!("{addr}/32");
-    let dummy = ns.output(["ip", "link", "add", "mw0", "type", "dummy"]);
-    if dummy.status.success() {
-        ns.run(["ip", "addr", "add", &cidr, "dev", "mw0"]);
-        ns.run(["ip", "link", "set", "mw0", "up"]);
-    } else {
-        ns.run(["ip", "addr", "add", &cidr, "dev", "lo"]);
-    }
-}
-
-/// The interpreter itself (not a pyenv shim), so it runs the same inside
-/// the namespace.
-fn python3() -> PathBuf {
-    let o = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is required for the e2e workloads");
-    assert!(o.status.success(), "python3: {}", text(&o.stderr));
-    PathBuf::from(text(&o.stdout).trim())
-}
-
 /// The first access log line (JSON) that `pred` accepts, waiting for the
 /// log writer; panics with the proxy's output when none comes.
 fn access_log(proxy: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
@@ -338,14 +314,6 @@ fn access_log(proxy: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
             .find(|l| pred(l))
     })
     .unwrap_or_else(|| panic!("no matching access log line\n{}", proxy.transcript()))
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The app's side. `get` retries only a refused connection (the capture
