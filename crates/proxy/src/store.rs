@@ -164,7 +164,7 @@ fn merge<T: Clone>(
     version: &str,
     resources: &[Any],
     replace_all: bool,
-    mut compile: impl FnMut(&Any, Option<&Entry<T>>) -> Result<(String, T), (String, String)>,
+    mut compile: impl FnMut(&Any) -> Result<(String, T), (String, String)>,
 ) -> Vec<ResourceError> {
     let mut errors = Vec::new();
     let mut next: BTreeMap<String, Entry<T>> = if replace_all {
@@ -173,16 +173,12 @@ fn merge<T: Clone>(
         map.clone()
     };
     for raw in resources {
-        match compile(raw, None) {
+        match compile(raw) {
             Ok((name, value)) => {
-                let previous = map.get(&name);
                 // Unchanged resources keep their compiled value (and live state).
-                let value = match previous {
+                let value = match map.get(&name) {
                     Some(p) if p.raw == *raw => p.value.clone(),
-                    _ => match compile(raw, previous) {
-                        Ok((_, v)) => v,
-                        Err(_) => value,
-                    },
+                    _ => value,
                 };
                 next.insert(
                     name,
@@ -209,14 +205,14 @@ impl ResourceSink for ConfigStore {
     fn apply(&self, t: TypeUrl, version: &str, resources: &[Any]) -> Vec<ResourceError> {
         let mut a = self.lock();
         let errors = match t {
-            TypeUrl::Listener => merge(&mut a.listeners, version, resources, true, |raw, _| {
+            TypeUrl::Listener => merge(&mut a.listeners, version, resources, true, |raw| {
                 let l: Listener = meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                 ListenerModel::compile(&l)
                     .map(|m| (l.name.clone(), Arc::new(m)))
                     .map_err(|e| (l.name.clone(), e))
             }),
             TypeUrl::Route => {
-                let errors = merge(&mut a.routes, version, resources, false, |raw, _| {
+                let errors = merge(&mut a.routes, version, resources, false, |raw| {
                     let r: RouteConfiguration =
                         meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                     RouteTable::compile(&r)
@@ -229,33 +225,30 @@ impl ResourceSink for ConfigStore {
             }
             TypeUrl::Cluster => {
                 let endpoints = a.endpoints.clone();
-                merge(
-                    &mut a.clusters,
-                    version,
-                    resources,
-                    true,
-                    |raw, previous| {
-                        let c: Cluster =
-                            meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
-                        let model = ClusterModel::compile(&c).map_err(|e| (c.name.clone(), e))?;
-                        if previous.is_none() && !raw.value.is_empty() {
-                            // First pass only validates; the second builds the state.
-                        }
-                        let eds = match &model.discovery {
-                            Discovery::Eds(s) => endpoints.get(s).map(|e| e.value.clone()),
-                            _ => None,
-                        };
-                        let state =
-                            Arc::new(ClusterState::new(model, eds.as_deref().map_or(&[], |v| v)));
-                        if state.model.discovery == Discovery::Dns {
-                            spawn_dns_refresh(Arc::downgrade(&state));
-                        }
-                        Ok((c.name.clone(), state))
-                    },
-                )
+                let before: Vec<Arc<ClusterState>> =
+                    a.clusters.values().map(|e| e.value.clone()).collect();
+                let errors = merge(&mut a.clusters, version, resources, true, |raw| {
+                    let c: Cluster = meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
+                    let model = ClusterModel::compile(&c).map_err(|e| (c.name.clone(), e))?;
+                    let eds = match &model.discovery {
+                        Discovery::Eds(s) => endpoints.get(s).map(|e| e.value.clone()),
+                        _ => None,
+                    };
+                    let state =
+                        Arc::new(ClusterState::new(model, eds.as_deref().map_or(&[], |v| v)));
+                    Ok((c.name.clone(), state))
+                });
+                // New DNS clusters start resolving; kept ones already do.
+                for e in a.clusters.values() {
+                    let new = !before.iter().any(|b| Arc::ptr_eq(b, &e.value));
+                    if new && e.value.model.discovery == Discovery::Dns {
+                        spawn_dns_refresh(Arc::downgrade(&e.value));
+                    }
+                }
+                errors
             }
             TypeUrl::Endpoint => {
-                let errors = merge(&mut a.endpoints, version, resources, false, |raw, _| {
+                let errors = merge(&mut a.endpoints, version, resources, false, |raw| {
                     let la: ClusterLoadAssignment =
                         meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                     compile_assignment(&la, false)

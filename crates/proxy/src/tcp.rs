@@ -9,7 +9,7 @@ use meshwork_telemetry::{AccessLogEntry, ResponseFlag, ResponseFlags, TcpLabels}
 use tokio::net::TcpStream;
 
 use crate::ctx::ProxyCtx;
-use crate::http::ConnInfo;
+use crate::http::{ConnInfo, or_unknown};
 use crate::io::{ConnStats, CountingIo, LastWords};
 use crate::model::listener::TcpProxyModel;
 
@@ -24,13 +24,6 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: TcpStream, tp: Arc<TcpProxyModel>
     };
     let mut labels = TcpLabels::unknown();
     let me = &ctx.peer;
-    let or_unknown = |s: &str| {
-        if s.is_empty() {
-            "unknown".to_string()
-        } else {
-            s.to_string()
-        }
-    };
     if info.inbound {
         labels.reporter = "destination".into();
         labels.destination_workload = or_unknown(&me.workload_name);

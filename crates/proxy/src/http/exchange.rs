@@ -156,13 +156,6 @@ impl Exchange {
                 }
             }
             if let Some(w) = &endpoint.model.workload {
-                let or_unknown = |s: &str| {
-                    if s.is_empty() {
-                        "unknown".to_string()
-                    } else {
-                        s.to_string()
-                    }
-                };
                 self.labels.destination_workload = or_unknown(&w.workload);
                 self.labels.destination_workload_namespace = or_unknown(&w.namespace);
                 self.labels.destination_app = or_unknown(&w.app);
@@ -251,7 +244,8 @@ impl Drop for Exchange {
     }
 }
 
-fn or_unknown(s: &str) -> String {
+/// Istio's value for a label nobody knows.
+pub(crate) fn or_unknown(s: &str) -> String {
     if s.is_empty() {
         "unknown".into()
     } else {

@@ -6,6 +6,7 @@ mod request;
 mod upgrade;
 
 pub use exchange::ConnInfo;
+pub(crate) use exchange::or_unknown;
 
 use std::pin::pin;
 use std::sync::Arc;
