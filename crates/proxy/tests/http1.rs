@@ -84,7 +84,7 @@ async fn expect_continue_is_answered() {
             .unwrap(),
     );
     s.get_mut()
-        .write_all(b"POST /echo HTTP/1.1\r\nhost: shop\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
+        .write_all(b"POST /echo-after-read HTTP/1.1\r\nhost: shop\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n")
         .await
         .unwrap();
     let mut line = String::new();

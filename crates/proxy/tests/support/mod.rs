@@ -305,7 +305,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
 }
 
 /// A real HTTP/1.1 + HTTP/2 backend (hyper) that answers with its name and
-/// echoes request bodies; `/slow` waits 2 s.
+/// echoes request bodies (`/echo` streams them back, `/echo-after-read`
+/// reads them whole first); `/slow` waits 2 s.
 pub async fn http_backend(name: &'static str) -> u16 {
     use http_body_util::BodyExt;
     use hyper::service::service_fn;
@@ -328,7 +329,23 @@ pub async fn http_backend(name: &'static str) -> u16 {
                             req.headers().contains_key("x-envoy-peer-metadata")
                         );
                         let (parts, body) = req.into_parts();
-                        let resp = if parts.uri.path() == "/echo" {
+                        let resp = if parts.uri.path() == "/echo-after-read" {
+                            // Answers only once the whole body is in, like a
+                            // server that asked for it with 100-continue.
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            hyper::Response::builder()
+                                .header("x-backend", name)
+                                .body(
+                                    http_body_util::Full::new(body)
+                                        .map_err(|e| match e {})
+                                        .boxed(),
+                                )
+                                .unwrap()
+                        } else if parts.uri.path() == "/echo" {
                             hyper::Response::builder()
                                 .header("x-backend", name)
                                 .body(body.boxed())
