@@ -127,6 +127,7 @@ pub async fn run(args: ProxyArgs, log: LogControl) -> anyhow::Result<()> {
             ..Limits::default()
         },
         access_log: !args.no_access_log,
+        workload_certs: None,
     };
     let access_log = if opts.access_log {
         AccessLogger::stdout()

@@ -96,6 +96,7 @@ async fn main() -> Result<(), Error> {
             ..Limits::default()
         },
         access_log: false,
+        workload_certs: None,
     };
     let proxy = meshwork_proxy::run::start(opts, AccessLogger::disabled(), None).await?;
 

@@ -83,6 +83,10 @@ pub struct ProxyOptions {
     pub limits: Limits,
     /// Write access logs to stdout.
     pub access_log: bool,
+    /// The workload's certificate and trust bundle (SDS secrets `default`
+    /// and `ROOTCA`), kept current by the identity client; `None` when the
+    /// proxy runs without a CA (plaintext only).
+    pub workload_certs: Option<meshwork_identity::IdentityWatch>,
 }
 
 impl Default for ProxyOptions {
@@ -96,6 +100,7 @@ impl Default for ProxyOptions {
             merged_stats_address: ([0, 0, 0, 0], 15020).into(),
             limits: Limits::default(),
             access_log: true,
+            workload_certs: None,
         }
     }
 }

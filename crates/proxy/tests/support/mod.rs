@@ -224,6 +224,7 @@ impl Mesh {
             merged_stats_address: any(0),
             limits,
             access_log: false,
+            workload_certs: None,
         };
         let proxy = meshwork_proxy::run::start(opts, log, None).await.unwrap();
         Mesh {
