@@ -9,7 +9,10 @@
 
 mod spiffe;
 mod svid;
+pub mod tls;
+pub mod tls_fixture;
 mod tokens;
+pub mod verify;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};
 pub use svid::{Identity, IdentityWatch, Svid, TrustBundle};
