@@ -442,6 +442,19 @@ impl Registry {
             .unwrap_or(&[])
     }
 
+    /// Gives each service that has no address of its own the virtual
+    /// address a platform allocated for it (hostname → address), as the
+    /// local mesh does for Services without a `clusterIP`.
+    pub fn assign_addresses(&mut self, addresses: &BTreeMap<String, IpAddr>) {
+        for svc in &mut self.services {
+            if svc.addresses.is_empty()
+                && let Some(ip) = addresses.get(&svc.hostname)
+            {
+                svc.addresses.push(ip.to_string());
+            }
+        }
+    }
+
     /// What was skipped while building, with the resource and its location.
     pub fn warnings(&self) -> &[String] {
         &self.warnings

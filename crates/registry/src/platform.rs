@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 /// One running instance of a workload (a pod, or a process of the local mesh).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WorkloadInstance {
     /// The instance's own name (the pod name).
     pub name: String,
@@ -34,6 +34,11 @@ pub trait Platform: Send + Sync + 'static {
     fn instances(&self) -> Vec<WorkloadInstance>;
     /// A counter that changes whenever [`Platform::instances`] does.
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Virtual addresses the platform gave to services that name none
+    /// (hostname → address); the local mesh allocates them.
+    fn service_addresses(&self) -> BTreeMap<String, IpAddr> {
+        BTreeMap::new()
+    }
 }
 
 /// A platform whose instances are set by hand (tests, file-only setups).
@@ -151,5 +156,37 @@ mod tests {
         assert_eq!(list[1].name, "web-1");
         assert_eq!(list[0].service_account, "default");
         assert!(list[0].has_sidecar);
+    }
+
+    #[test]
+    fn platform_addresses_fill_services_without_one() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: order}\nspec:\n  ports: [{name: http, port: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: own}\nspec:\n  clusterIP: 10.0.0.9\n  ports: [{name: http, port: 80}]\n";
+        let loaded = meshwork_config::load_str("s.yaml".as_ref(), text);
+        let mut reg = crate::Registry::build(&loaded.resources, &[]);
+        let vips: BTreeMap<String, IpAddr> = [
+            (
+                "order.default.svc.cluster.local".to_string(),
+                "10.96.0.2".parse().unwrap(),
+            ),
+            (
+                "own.default.svc.cluster.local".to_string(),
+                "10.96.0.3".parse().unwrap(),
+            ),
+        ]
+        .into();
+        reg.assign_addresses(&vips);
+        assert_eq!(
+            reg.service("order.default.svc.cluster.local")
+                .unwrap()
+                .addresses,
+            ["10.96.0.2"]
+        );
+        assert_eq!(
+            reg.service("own.default.svc.cluster.local")
+                .unwrap()
+                .addresses,
+            ["10.0.0.9"]
+        );
+        assert!(StaticPlatform::default().service_addresses().is_empty());
     }
 }
