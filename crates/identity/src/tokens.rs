@@ -70,3 +70,43 @@ mod tests {
         );
     }
 }
+
+/// A token file that is re-read when it changes (size or modification
+/// time), so the mesh runtime can add workloads without restarting the CA.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: std::path::PathBuf,
+    cached: std::sync::Mutex<Option<(FileStamp, std::sync::Arc<TokenTable>)>>,
+}
+
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+impl TokenFile {
+    /// Watches `path` (read on first use and whenever it changes).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        TokenFile {
+            path: path.into(),
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The current table; a file that cannot be read or parsed is an error
+    /// naming the file (the previous table is not used: tokens may have
+    /// been revoked).
+    pub fn table(&self) -> Result<std::sync::Arc<TokenTable>, String> {
+        let name = self.path.display();
+        let meta = std::fs::metadata(&self.path).map_err(|e| format!("{name}: {e}"))?;
+        let stamp = (meta.modified().ok(), meta.len());
+        let mut cached = self.cached.lock().map_err(|_| "token cache poisoned")?;
+        if let Some((s, t)) = cached.as_ref()
+            && *s == stamp
+        {
+            return Ok(t.clone());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("{name}: {e}"))?;
+        let table =
+            std::sync::Arc::new(TokenTable::parse(&text).map_err(|e| format!("{name}: {e}"))?);
+        *cached = Some((stamp, table.clone()));
+        Ok(table)
+    }
+}
