@@ -31,6 +31,9 @@ pub struct ProxyCtx {
     pub drain: Drain,
     /// Connection cap.
     pub connections: Arc<Semaphore>,
+    /// The workload certificate and bundle (SDS `default` / `ROOTCA`) for
+    /// TLS filter chains; unset when the proxy runs without a CA.
+    pub mesh_tls: std::sync::OnceLock<Arc<meshwork_identity::tls::MeshTls>>,
 }
 
 impl ProxyCtx {
@@ -91,6 +94,7 @@ impl ProxyCtx {
             peer_header,
             peer_id_header,
             drain,
+            mesh_tls: std::sync::OnceLock::new(),
         })
     }
 }

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use crate::tls::stream::Downstream;
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -76,16 +77,16 @@ impl LastWords {
 /// The counting stream.
 #[derive(Debug)]
 pub struct CountingIo {
-    inner: TcpStream,
+    inner: Downstream,
     stats: Arc<ConnStats>,
     last_words: LastWords,
 }
 
 impl CountingIo {
     /// Wraps a stream.
-    pub fn new(inner: TcpStream, stats: Arc<ConnStats>, last_words: LastWords) -> Self {
+    pub fn new(inner: impl Into<Downstream>, stats: Arc<ConnStats>, last_words: LastWords) -> Self {
         CountingIo {
-            inner,
+            inner: inner.into(),
             stats,
             last_words,
         }
@@ -95,7 +96,7 @@ impl CountingIo {
 impl Drop for CountingIo {
     fn drop(&mut self) {
         if let Some(bytes) = self.last_words.0.get() {
-            let _ = self.inner.try_write(bytes);
+            self.inner.try_write_plain(bytes);
         }
     }
 }

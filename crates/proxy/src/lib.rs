@@ -23,3 +23,4 @@ pub mod store;
 pub mod tables;
 pub mod tcp;
 pub mod upstream;
+pub mod tls;

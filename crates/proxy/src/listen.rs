@@ -14,6 +14,7 @@ use crate::ctx::ProxyCtx;
 use crate::detect::{Detected, detect};
 use crate::http::ConnInfo;
 use crate::model::listener::{ConnFacts, NetworkFilter};
+use crate::tls::stream::Downstream;
 
 /// The original destination of a redirected connection (SO_ORIGINAL_DST),
 /// or `None` when it was not redirected.
@@ -193,17 +194,45 @@ pub async fn dispatch(
         original_dst: destination,
         inbound: listener.inbound,
         h2: false,
+        peer_principal: None,
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut stream, alpn) = match &chain.tls {
+        None => (Downstream::Plain(stream), None),
+        Some(tls) => {
+            let timeout = ctx.limits.request_header_timeout;
+            match tls.accept(ctx.mesh_tls.get(), stream, timeout).await {
+                Ok(acc) => {
+                    info.peer_principal = acc.peer;
+                    (acc.stream, Some(acc.alpn))
+                }
+                Err(e) => {
+                    tracing::info!(listener = listener.name, chain = chain.name, %peer, error = %e, "TLS handshake failed; closing");
+                    return;
+                }
+            }
+        }
     };
     match &chain.filter {
         NetworkFilter::Http(hcm) => {
-            let detected = if listener.needs_detection {
-                detected
-            } else {
-                // An HTTP-only port: the client speaks first, so waiting is safe.
-                detect(&stream, ctx.limits.request_header_timeout).await
+            info.h2 = match (alpn, &stream) {
+                (Some(Some(p)), _) if p == b"h2" => true,
+                (Some(Some(p)), _) if p == b"http/1.1" => false,
+                // TLS without an HTTP ALPN (Istio's `istio` ALPN): look inside.
+                (Some(_), _) => {
+                    stream.sniff_inside(ctx.limits.request_header_timeout).await == Detected::H2c
+                }
+                (None, Downstream::Plain(tcp)) => {
+                    let detected = if listener.needs_detection {
+                        detected
+                    } else {
+                        // An HTTP-only port: the client speaks first, so waiting is safe.
+                        detect(tcp, ctx.limits.request_header_timeout).await
+                    };
+                    detected == Detected::H2c
+                }
+                (None, _) => false,
             };
-            info.h2 = detected == Detected::H2c;
-            let _ = stream.set_nodelay(true);
             crate::http::serve(ctx, stream, hcm.clone(), info).await;
         }
         NetworkFilter::Tcp(tp) => crate::tcp::proxy(ctx, stream, tp.clone(), info).await,

@@ -52,6 +52,9 @@ pub struct ConfigStore {
     tables: SharedTables,
     ready: watch::Sender<bool>,
     generation: watch::Sender<u64>,
+    /// The workload certificate (SDS `default` / `ROOTCA`) for clusters'
+    /// TLS transport sockets; unset without a CA.
+    mesh_tls: std::sync::OnceLock<Arc<meshwork_identity::tls::MeshTls>>,
 }
 
 impl Default for ConfigStore {
@@ -68,7 +71,14 @@ impl ConfigStore {
             tables: Arc::default(),
             ready: watch::Sender::new(false),
             generation: watch::Sender::new(0),
+            mesh_tls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives clusters the workload certificate; set once, before the first
+    /// cluster arrives.
+    pub fn set_mesh_tls(&self, mesh: Arc<meshwork_identity::tls::MeshTls>) {
+        let _ = self.mesh_tls.set(mesh);
     }
 
     /// The snapshot the data path reads.
@@ -236,6 +246,7 @@ impl ResourceSink for ConfigStore {
                     };
                     let state =
                         Arc::new(ClusterState::new(model, eds.as_deref().map_or(&[], |v| v)));
+                    state.pools.attach_tls(&state.model, self.mesh_tls.get());
                     Ok((c.name.clone(), state))
                 });
                 // New DNS clusters start resolving; kept ones already do.

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use meshwork_telemetry::{AccessLogEntry, ResponseFlag, ResponseFlags, TcpLabels};
-use tokio::net::TcpStream;
 
 use crate::ctx::ProxyCtx;
 use crate::http::{ConnInfo, or_unknown};
 use crate::io::{ConnStats, CountingIo, LastWords};
 use crate::model::listener::TcpProxyModel;
+use crate::tls::stream::Downstream;
 
 /// Proxies one TCP connection to the chain's cluster.
-pub async fn proxy(ctx: Arc<ProxyCtx>, stream: TcpStream, tp: Arc<TcpProxyModel>, info: ConnInfo) {
+pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel>, info: ConnInfo) {
     let start = Instant::now();
     let mut entry = AccessLogEntry {
         start_time: SystemTime::now().into(),
@@ -31,6 +31,15 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: TcpStream, tp: Arc<TcpProxyModel>
         labels.destination_app = or_unknown(&me.app);
         labels.destination_version = or_unknown(&me.version);
         labels.connection_security_policy = "none".into();
+        if let Some(p) = &info.peer_principal {
+            // A verified client certificate: Istio's mTLS labels.
+            labels.source_principal = p.to_string();
+            labels.connection_security_policy = "mutual_tls".into();
+            if let Some(me) = ctx.mesh_tls.get().and_then(|m| m.id()) {
+                labels.destination_principal = me;
+            }
+            entry.downstream_peer_uri_san = Some(p.to_string());
+        }
     } else {
         labels.reporter = "source".into();
         labels.source_workload = or_unknown(&me.workload_name);
@@ -54,14 +63,18 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: TcpStream, tp: Arc<TcpProxyModel>
                         host.split('.').next().unwrap_or("unknown").into();
                 }
                 let guard = ep.track();
-                match tokio::time::timeout(
-                    c.model.connect_timeout,
-                    TcpStream::connect(ep.address()),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => Ok((s, guard)),
-                    _ => Err(ResponseFlag::UpstreamConnectionFailure),
+                match c.pools.connect_stream(&ep).await {
+                    Ok((s, peer)) => {
+                        if let Some(p) = peer {
+                            labels.destination_principal = p.0.to_string();
+                            entry.upstream_peer_uri_san = Some(p.0.to_string());
+                        }
+                        Ok((s, guard))
+                    }
+                    Err(e) => {
+                        entry.upstream_transport_failure_reason = Some(e.to_string());
+                        Err(ResponseFlag::UpstreamConnectionFailure)
+                    }
                 }
             }
         },
@@ -73,8 +86,7 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: TcpStream, tp: Arc<TcpProxyModel>
             (0, 0)
         }
         Ok((up, _guard)) => {
-            let _ = up.set_nodelay(true);
-            if let Ok(a) = up.local_addr() {
+            if let Ok(a) = up.tcp().local_addr() {
                 entry.upstream_local_address = Some(a.to_string());
             }
             let _ = stream.set_nodelay(true);

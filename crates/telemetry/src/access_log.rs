@@ -153,6 +153,14 @@ pub struct AccessLogEntry {
     /// SNI of the downstream TLS connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_server_name: Option<String>,
+    /// The verified identity (URI SAN, a SPIFFE id) of the downstream mTLS
+    /// peer (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream_peer_uri_san: Option<String>,
+    /// The verified identity of the upstream TLS peer
+    /// (`%UPSTREAM_PEER_URI_SAN%`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_peer_uri_san: Option<String>,
     /// Name of the route that matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_name: Option<String>,

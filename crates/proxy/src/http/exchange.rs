@@ -27,6 +27,8 @@ pub struct ConnInfo {
     pub inbound: bool,
     /// Downstream spoke HTTP/2.
     pub h2: bool,
+    /// The downstream peer's verified identity (mTLS client certificate).
+    pub peer_principal: Option<Arc<str>>,
 }
 
 /// The accounting of one exchange.
@@ -77,6 +79,7 @@ impl Exchange {
                 authority: Some(host.to_string()),
                 downstream_local_address: Some(info.original_dst.to_string()),
                 downstream_remote_address: Some(info.peer.to_string()),
+                downstream_peer_uri_san: info.peer_principal.as_deref().map(str::to_string),
                 ..Default::default()
             })
         });
@@ -107,6 +110,14 @@ impl Exchange {
             {
                 fill_source_from(&mut labels, &peer);
                 labels.source_principal = "unknown".into();
+            }
+            if let Some(p) = &info.peer_principal {
+                // A verified client certificate: Istio's mTLS labels.
+                labels.source_principal = p.to_string();
+                labels.connection_security_policy = "mutual_tls".into();
+                if let Some(me) = ctx.mesh_tls.get().and_then(|m| m.id()) {
+                    labels.destination_principal = me;
+                }
             }
         } else {
             labels.reporter = "source".into();
@@ -179,6 +190,23 @@ impl Exchange {
             .and_then(PeerMetadata::from_header_value)
         {
             fill_destination_from(&mut self.labels, &peer);
+        }
+    }
+
+    /// Learns the upstream's verified TLS identity (from the connection's
+    /// response extensions): `destination_principal` on the client side.
+    pub fn learn_upstream_tls(&mut self, extensions: &http::Extensions) {
+        let Some(p) = extensions.get::<crate::tls::PeerPrincipal>() else {
+            return;
+        };
+        if self.labels.reporter == "source" {
+            self.labels.destination_principal = p.0.to_string();
+            if let Some(me) = self.ctx.mesh_tls.get().and_then(|m| m.id()) {
+                self.labels.source_principal = me;
+            }
+        }
+        if let Some(e) = &mut self.entry {
+            e.upstream_peer_uri_san = Some(p.0.to_string());
         }
     }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use crate::ctx::ProxyCtx;
 use crate::io::{ConnStats, CountingIo, LastWords};
@@ -26,7 +25,12 @@ const REQUEST_TIMEOUT_REPLY: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\nx-meshwork-reason: request header timeout\r\n\r\n";
 
 /// Serves HTTP on a connection until it closes, idles out or is drained.
-pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, hcm: Arc<HttpManager>, info: ConnInfo) {
+pub async fn serve(
+    ctx: Arc<ProxyCtx>,
+    stream: crate::tls::stream::Downstream,
+    hcm: Arc<HttpManager>,
+    info: ConnInfo,
+) {
     let stats = ConnStats::new();
     let last_words = LastWords::default();
     let io = TokioIo::new(CountingIo::new(stream, stats.clone(), last_words.clone()));

@@ -64,6 +64,8 @@ pub struct FilterChainModel {
     pub matcher: ChainMatch,
     /// The terminal network filter.
     pub filter: NetworkFilter,
+    /// TLS terminated on this chain (`DownstreamTlsContext`), if any.
+    pub tls: Option<Arc<crate::tls::server::ChainTls>>,
 }
 
 /// Envoy's `FilterChainMatch`, compiled.
@@ -382,9 +384,14 @@ impl ChainMatch {
 
 impl FilterChainModel {
     fn compile(c: &FilterChain) -> Result<Self, CompileError> {
-        if c.transport_socket.is_some() {
-            return Err("TLS transport sockets are not supported yet".into());
-        }
+        let tls = c
+            .transport_socket
+            .as_ref()
+            .map(crate::tls::spec::downstream_socket)
+            .transpose()
+            .map_err(|e| format!("transport_socket: {e}"))?
+            .flatten()
+            .map(|spec| Arc::new(crate::tls::server::ChainTls::new(spec)));
         let matcher = ChainMatch::compile(c.filter_chain_match.as_ref())?;
         let terminal = c.filters.last().ok_or("filter chain without filters")?;
         let Some(ConfigType::TypedConfig(any)) = &terminal.config_type else {
@@ -395,6 +402,7 @@ impl FilterChainModel {
             name: c.name.clone(),
             matcher,
             filter,
+            tls,
         })
     }
 }
