@@ -5,6 +5,7 @@
 //! port (15014).
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod debug;
 pub mod run;
 pub mod snapshot;
