@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -83,6 +84,25 @@ pub struct ProxyArgs {
     /// Worker threads.
     #[arg(long, env = "MESHWORK_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
+    /// The control plane's CA (gRPC over TLS, Istio's 15012), `host:port`.
+    /// When given, the proxy obtains and renews its workload certificate
+    /// and is not ready before it has one.
+    #[arg(long, env = "CA_ADDR")]
+    ca_address: Option<String>,
+    /// PEM root(s) the CA's serving certificate must chain to (the control
+    /// plane writes `<state-dir>/root-cert.pem`).
+    #[arg(long, env = "MESHWORK_CA_ROOT_CERT", requires = "ca_address")]
+    ca_root_cert: Option<PathBuf>,
+    /// File holding this workload's bootstrap token for the CA.
+    #[arg(long, env = "MESHWORK_CA_TOKEN_FILE", requires = "ca_address")]
+    ca_token_file: Option<PathBuf>,
+    /// Name the CA's serving certificate must carry (istiod's by default;
+    /// a DNS name in --ca-address is used when present).
+    #[arg(long, env = "ISTIOD_SAN")]
+    ca_server_name: Option<String>,
+    /// Workload certificate lifetime to ask for (the CA's default when absent).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cert_ttl: Option<Duration>,
 }
 
 /// Runs the proxy until it has drained.
@@ -127,7 +147,7 @@ pub async fn run(args: ProxyArgs, log: LogControl) -> anyhow::Result<()> {
             ..Limits::default()
         },
         access_log: !args.no_access_log,
-        workload_certs: None,
+        workload_certs: identity_client(&args)?,
     };
     let access_log = if opts.access_log {
         AccessLogger::stdout()
@@ -139,4 +159,43 @@ pub async fn run(args: ProxyArgs, log: LogControl) -> anyhow::Result<()> {
     handle.wait().await;
     tracing::info!("meshwork proxy stopped");
     Ok(())
+}
+
+/// Starts the certificate client when `--ca-address` is given; its watch
+/// feeds the proxy's TLS and readiness.
+fn identity_client(args: &ProxyArgs) -> anyhow::Result<Option<meshwork_identity::IdentityWatch>> {
+    use meshwork_identity::client::{ClientOptions, DEFAULT_CA_SERVER_NAME};
+    use meshwork_identity::rotation::{RotationPolicy, spawn};
+    let Some(address) = args.ca_address.clone() else {
+        return Ok(None);
+    };
+    let (Some(root_cert), Some(token_file)) =
+        (args.ca_root_cert.clone(), args.ca_token_file.clone())
+    else {
+        anyhow::bail!("--ca-address needs --ca-root-cert and --ca-token-file");
+    };
+    let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(&address);
+    let host = host.trim_matches(['[', ']']);
+    let server_name = args.ca_server_name.clone().unwrap_or_else(|| {
+        if host.parse::<IpAddr>().is_ok() || host.is_empty() {
+            DEFAULT_CA_SERVER_NAME.to_string()
+        } else {
+            host.to_string()
+        }
+    });
+    let opts = ClientOptions {
+        address,
+        server_name,
+        root_cert,
+        token_file,
+        id: meshwork_identity::SpiffeId::new(
+            args.trust_domain.clone(),
+            args.namespace.clone(),
+            args.service_account.clone(),
+        ),
+        ttl: args.cert_ttl,
+        timeout: Duration::from_secs(10),
+    };
+    let (watch, _task) = spawn(opts, RotationPolicy::default());
+    Ok(Some(watch))
 }

@@ -1,5 +1,5 @@
 //! The proxy's own HTTP endpoints: admin on 127.0.0.1:15000 (`/ready`,
-//! `/config_dump`, `/clusters`, `/stats/prometheus`, `/logging`,
+//! `/config_dump`, `/clusters`, `/certs`, `/stats/prometheus`, `/logging`,
 //! `/quitquitquit`), health on 15021 (`/healthz/ready`), and Prometheus
 //! metrics on 15090 and 15020.
 
@@ -38,11 +38,19 @@ pub struct AdminState {
     pub log: Option<LogControl>,
     /// Notified by `/quitquitquit`.
     pub quit: Arc<Notify>,
+    /// The workload certificate, when the proxy runs with a CA; readiness
+    /// waits for the first one and `/certs` shows it.
+    pub certs: Option<meshwork_identity::IdentityWatch>,
 }
 
 impl AdminState {
     fn is_ready(&self) -> bool {
-        *self.store.ready().borrow() && !self.ctx.drain.is_draining()
+        *self.store.ready().borrow() && self.has_certificate() && !self.ctx.drain.is_draining()
+    }
+
+    /// True without a CA, else once the first certificate has arrived.
+    fn has_certificate(&self) -> bool {
+        self.certs.as_ref().is_none_or(|c| c.borrow().is_some())
     }
 }
 
@@ -52,6 +60,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/config_dump", get(config_dump))
         .route("/clusters", get(clusters))
+        .route("/certs", get(certs))
         .route("/stats/prometheus", get(stats))
         .route("/logging", post(logging).get(logging))
         .route("/quitquitquit", post(quit))
@@ -79,6 +88,12 @@ async fn ready(State(s): State<AdminState>) -> Response {
         (StatusCode::OK, "LIVE\n").into_response()
     } else if s.ctx.drain.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n").into_response()
+    } else if *s.store.ready().borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PRE_INITIALIZING: waiting for the first workload certificate from the CA\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -133,10 +148,12 @@ async fn clusters(State(s): State<AdminState>) -> String {
             out.push_str(&format!(
                 "{name}::{}::health_flags::{}\n{name}::{}::rq_active::{}\n{name}::{}::weight::{}\n",
                 e.address(),
-                if e.model.healthy {
-                    "healthy"
-                } else {
+                if !e.model.healthy {
                     "/failed_eds_health"
+                } else if e.outlier.is_ejected() {
+                    "/failed_outlier_check"
+                } else {
+                    "healthy"
                 },
                 e.address(),
                 e.active.load(Ordering::Relaxed),
@@ -222,9 +239,14 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
                 "lb_policy": format!("{:?}", c.model.lb),
                 "protocol": format!("{:?}", c.model.protocol),
                 "connect_timeout_ms": c.model.connect_timeout.as_millis() as u64,
+                "policy": c.model.policy.dump(),
                 "endpoints": c.endpoints().all.iter().map(|e| json!({
                     "address": e.address().to_string(),
                     "healthy": e.model.healthy,
+                    "outlier_ejected": e.outlier.is_ejected(),
+                    "ejections": e.outlier.ejections(),
+                    "locality": e.model.locality,
+                    "priority": e.model.priority,
                     "weight": e.model.weight,
                     "active_requests": e.active.load(Ordering::Relaxed),
                 })).collect::<Vec<_>>(),
@@ -246,4 +268,55 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         ],
     });
     axum::Json(dump).into_response()
+}
+
+/// Envoy's `/certs`: the workload certificate chain (SDS `default`) and the
+/// trust bundle (`ROOTCA`) with serial, SANs, validity and SHA-256
+/// fingerprints; `{"certificates": []}` without a CA or before the first one.
+async fn certs(State(s): State<AdminState>) -> Response {
+    let current = s.certs.as_ref().and_then(|c| c.borrow().clone());
+    let Some(identity) = current else {
+        return axum::Json(json!({"certificates": []})).into_response();
+    };
+    let details = |path: &str, der: &[u8]| match meshwork_identity::certinfo::CertInfo::parse(der) {
+        Ok(c) => {
+            let left = c
+                .not_after
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            json!({
+                "path": path,
+                "serial_number": c.serial,
+                "subject_alt_names": c.uris.iter().map(|u| json!({"uri": u}))
+                    .chain(c.dns_names.iter().map(|d| json!({"dns": d})))
+                    .collect::<Vec<_>>(),
+                "days_until_expiration": (left.as_secs() / 86_400).to_string(),
+                "seconds_until_expiration": left.as_secs(),
+                "valid_from": humantime::format_rfc3339_seconds(c.not_before).to_string(),
+                "expiration_time": humantime::format_rfc3339_seconds(c.not_after).to_string(),
+                "sha256": c.sha256,
+            })
+        }
+        Err(e) => json!({"path": path, "error": e.to_string()}),
+    };
+    let roots: Vec<Value> = identity
+        .bundle
+        .roots
+        .iter()
+        .map(|r| details("ROOTCA", r))
+        .collect();
+    let chain: Vec<Value> = identity
+        .svid
+        .chain
+        .iter()
+        .map(|c| details("default", c))
+        .collect();
+    axum::Json(json!({
+        "spiffe_id": identity.svid.id.to_string(),
+        "trust_domain": identity.bundle.trust_domain,
+        "root_fingerprints": identity.bundle.roots.iter()
+            .map(|r| meshwork_identity::certinfo::sha256_hex(r)).collect::<Vec<_>>(),
+        "certificates": [{"ca_cert": roots, "cert_chain": chain}],
+    }))
+    .into_response()
 }

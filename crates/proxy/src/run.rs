@@ -131,6 +131,7 @@ pub async fn start(
         xds: ads.status(),
         log,
         quit: quit.clone(),
+        certs: opts.workload_certs.clone(),
     };
     let admin = bind("admin", opts.admin_address).await?;
     let health = bind("health", opts.health_address).await?;
@@ -148,14 +149,29 @@ pub async fn start(
     let quit2 = quit.clone();
     let store2 = store.clone();
     let drain_period = opts.limits.drain_period;
+    let mut certs = opts.workload_certs.clone();
     let done = tokio::spawn(async move {
         let mut listeners = ListenerManager::new(ctx.clone());
         let mut generation = store2.generation();
         let mut ready = store2.ready();
         let sigterm = sigterm();
         tokio::pin!(sigterm);
+        // Traffic waits for the first complete config and, with a CA, the
+        // first workload certificate (readiness says which is missing).
+        let first = async {
+            if ready.wait_for(|r| *r).await.is_err() {
+                return true;
+            }
+            if let Some(c) = certs.as_mut() {
+                if c.wait_for(|c| c.is_some()).await.is_err() {
+                    return true;
+                }
+                tracing::info!("first workload certificate received");
+            }
+            false
+        };
         let stop_early = tokio::select! {
-            r = ready.wait_for(|r| *r) => r.is_err(),
+            e = first => e,
             _ = quit2.notified() => true,
             _ = &mut sigterm => true,
         };
