@@ -52,7 +52,8 @@ impl SnapshotBuilder {
             }
         }
         let instances = self.platform.instances();
-        let registry = Registry::build(&loaded.resources, &instances);
+        let mut registry = Registry::build(&loaded.resources, &instances);
+        registry.assign_addresses(&self.platform.service_addresses());
         let resources = loaded.resources.len();
         let snapshot = MeshSnapshot::new(version, loaded.resources, registry);
         let report = BuildReport {

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::host;
 
+/// Signals, for [`signal`].
+pub use rustix::process::Signal as Sig;
+
 /// The default parent of every mesh's state directory.
 pub const STATE_ROOT: &str = "/run/meshwork/local";
 

@@ -127,6 +127,9 @@ pub fn clean_leftovers(dir: &Path) -> Result<Vec<String>, UpError> {
 /// A copy of the binary that uid 1337 can execute (the build directory is
 /// often under a private home directory).
 fn shared_binary(src: &Path, dir: &Path) -> Result<PathBuf, UpError> {
+    if usable_by_others(src) {
+        return Ok(src.to_path_buf());
+    }
     let bin_dir = dir.join("bin");
     std::fs::create_dir_all(&bin_dir).map_err(io("state directory"))?;
     let dst = bin_dir.join("meshwork");
@@ -139,6 +142,22 @@ fn shared_binary(src: &Path, dir: &Path) -> Result<PathBuf, UpError> {
     })?;
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).map_err(io("binary"))?;
     Ok(dst)
+}
+
+/// Whether every directory above `path` is searchable and the file
+/// executable by other users.
+fn usable_by_others(path: &Path) -> bool {
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(path) & 0o005 == 0o005
+        && path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| mode(a) & 0o001 != 0)
 }
 
 /// Fails with a clear message when `addr` cannot be bound (in use).
