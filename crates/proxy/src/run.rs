@@ -111,6 +111,13 @@ pub async fn start(
     log: Option<LogControl>,
 ) -> Result<ProxyHandle, StartError> {
     let store = Arc::new(ConfigStore::new());
+    let mesh_tls = opts
+        .workload_certs
+        .clone()
+        .map(meshwork_identity::tls::MeshTls::new);
+    if let Some(m) = &mesh_tls {
+        store.set_mesh_tls(m.clone());
+    }
     let drain = Drain::new();
     let ctx = ProxyCtx::new(
         store.tables(),
@@ -120,6 +127,9 @@ pub async fn start(
         opts.identity.clone(),
         drain.clone(),
     );
+    if let Some(m) = mesh_tls {
+        let _ = ctx.mesh_tls.set(m);
+    }
     let ads = AdsClient::spawn(
         ClientConfig::new(opts.xds_address.clone(), node(&opts.identity)),
         store.clone(),

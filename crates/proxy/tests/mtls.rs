@@ -251,3 +251,42 @@ async fn bad_server_certificates_are_refused_with_a_reason() {
     c.server.rotate(ca.identity("default", "server").unwrap());
     assert!(get_ok(c.outbound).await.starts_with("app: GET"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mtls_without_a_ca_sends_plaintext() {
+    // A proxy started without a CA has no workload certificate: endpoints
+    // marked `tlsMode: istio` get plaintext instead of failing.
+    let backend = http_backend("app").await;
+    let mesh = support::Mesh::start().await;
+    let port = support::free_port();
+    mesh.ads.set(
+        meshwork_xds::TypeUrl::Cluster,
+        [(
+            OUTBOUND.to_string(),
+            meshwork_xds::pack(&auto_mtls(support::eds_cluster(OUTBOUND, false), &[])),
+        )],
+    );
+    mesh.ads.set(
+        meshwork_xds::TypeUrl::Endpoint,
+        [(
+            OUTBOUND.to_string(),
+            meshwork_xds::pack(&mesh_endpoints(OUTBOUND, &[backend], true)),
+        )],
+    );
+    mesh.ads.set(
+        meshwork_xds::TypeUrl::Route,
+        [(
+            "r".to_string(),
+            meshwork_xds::pack(&support::route_to("r", OUTBOUND, None)),
+        )],
+    );
+    mesh.ads.set(
+        meshwork_xds::TypeUrl::Listener,
+        [(
+            "l".to_string(),
+            meshwork_xds::pack(&support::http_listener("l", port, "r")),
+        )],
+    );
+    mesh.wait_ready(port).await;
+    assert!(get_ok(port).await.starts_with("app: GET"));
+}

@@ -113,10 +113,10 @@ impl Exchange {
             }
             if let Some(p) = &info.peer_principal {
                 // A verified client certificate: Istio's mTLS labels.
-                labels.source_principal = p.to_string();
+                labels.source_principal = p.to_string().into();
                 labels.connection_security_policy = "mutual_tls".into();
                 if let Some(me) = ctx.mesh_tls.get().and_then(|m| m.id()) {
-                    labels.destination_principal = me;
+                    labels.destination_principal = me.into();
                 }
             }
         } else {
@@ -200,9 +200,9 @@ impl Exchange {
             return;
         };
         if self.labels.reporter == "source" {
-            self.labels.destination_principal = p.0.to_string();
+            self.labels.destination_principal = p.0.to_string().into();
             if let Some(me) = self.ctx.mesh_tls.get().and_then(|m| m.id()) {
-                self.labels.source_principal = me;
+                self.labels.source_principal = me.into();
             }
         }
         if let Some(e) = &mut self.entry {

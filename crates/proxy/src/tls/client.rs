@@ -73,8 +73,7 @@ impl UpstreamTls {
                 ServerName::try_from(s.clone()).map_err(|e| format!("sni {s:?} is not a name: {e}"))
             })
             .transpose()?;
-        let uses_mesh = matches!(spec.common.cert, Some(super::spec::CertRef::Workload))
-            || spec.common.roots == super::spec::RootsRef::Workload;
+        let uses_mesh = spec.uses_workload_identity();
         Ok(UpstreamTls {
             plain: connector(&base, without_h2, sni.is_some()),
             h2: connector(&base, with_h2, sni.is_some()),
@@ -148,9 +147,18 @@ impl Transports {
     ) {
         let built = (0..self.model.sockets())
             .map(|i| {
-                self.model
-                    .spec(i)
-                    .map(|spec| UpstreamTls::build(spec, mesh).map(|tls| make(Arc::new(tls))))
+                let spec = self.model.spec(i)?;
+                // Auto mTLS (a `transport_socket_matches` entry) on a proxy
+                // without a CA degrades to plaintext, as a mesh without
+                // certificates does; an explicit transport socket never does.
+                if i > 0 && mesh.is_none() && spec.uses_workload_identity() {
+                    tracing::info!(
+                        socket = self.model.matches[i - 1].name,
+                        "auto mTLS off: this proxy has no workload certificate"
+                    );
+                    return None;
+                }
+                Some(UpstreamTls::build(spec, mesh).map(|tls| make(Arc::new(tls))))
             })
             .collect();
         let _ = self.built.set(built);
@@ -169,7 +177,9 @@ impl Transports {
         Some(match self.built.get().and_then(|b| b.get(index)) {
             Some(Some(Ok(p))) => Ok(p),
             Some(Some(Err(e))) => Err(UpstreamError::Connect(format!("TLS: {e}"))),
-            _ => Err(UpstreamError::Connect(
+            // Auto mTLS off (no workload certificate): plaintext.
+            Some(None) => return None,
+            None => Err(UpstreamError::Connect(
                 "TLS transport socket not initialised".into(),
             )),
         })

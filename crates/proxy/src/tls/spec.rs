@@ -84,6 +84,13 @@ pub struct UpstreamTlsSpec {
     pub sni: Option<String>,
 }
 
+impl UpstreamTlsSpec {
+    /// Whether it needs the workload's SVID or bundle (SDS `default` / `ROOTCA`).
+    pub fn uses_workload_identity(&self) -> bool {
+        self.common.cert == Some(CertRef::Workload) || self.common.roots == RootsRef::Workload
+    }
+}
+
 /// A compiled `DownstreamTlsContext`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownstreamTlsSpec {
