@@ -146,7 +146,8 @@ pub fn rules(s: &Settings) -> Result<Vec<String>, RuleError> {
     } else {
         ports("-b", &s.inbound_ports)?
     };
-    if inbound_all || !inbound.is_empty() {
+    let inbound_capture = inbound_all || !inbound.is_empty();
+    if inbound_capture {
         r.push("-A PREROUTING -p tcp -j ISTIO_INBOUND".into());
     }
     if inbound_all {
@@ -181,9 +182,13 @@ pub fn rules(s: &Settings) -> Result<Vec<String>, RuleError> {
     // passthrough source 127.0.0.6, and app-to-self through the sidecar).
     r.push("-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN".into());
     for (flag, id) in [("uid", uid), ("gid", gid)] {
-        r.push(format!(
-            "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -m owner --{flag}-owner {id} -j ISTIO_IN_REDIRECT"
-        ));
+        // The proxy calling its own pod's address goes to inbound capture
+        // (only when there is one).
+        if inbound_capture {
+            r.push(format!(
+                "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -m owner --{flag}-owner {id} -j ISTIO_IN_REDIRECT"
+            ));
+        }
         r.push(format!(
             "-A ISTIO_OUTPUT -o lo -m owner ! --{flag}-owner {id} -j RETURN"
         ));
@@ -409,6 +414,7 @@ mod tests {
         };
         let r = rules(&s).unwrap();
         assert!(!r.iter().any(|l| l.starts_with("-A PREROUTING")));
+        assert!(!r.iter().any(|l| l.contains("-A ISTIO_OUTPUT") && l.ends_with("ISTIO_IN_REDIRECT")));
     }
 
     #[test]
