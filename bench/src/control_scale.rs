@@ -8,90 +8,18 @@
 //! Usage: `control-scale [SERVICES] [PROXIES]` (defaults 1000 1000); run it
 //! through `bench/run-scale`, which builds the release binaries.
 
-use std::collections::BTreeSet;
+mod scale_client;
+
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::google::protobuf::Any;
 use meshwork_proxy::options::Identity;
-use meshwork_xds::TypeUrl;
-use meshwork_xds::client::{AdsClient, ClientConfig, ResourceError, ResourceSink};
+use scale_client::Sim;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAMESPACES: usize = 4;
 const ENDPOINTS: usize = 10;
 const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// Records what a simulated proxy received; asks for what a proxy would.
-#[derive(Default)]
-struct Sink {
-    routes: Mutex<BTreeSet<String>>,
-    eds: Mutex<BTreeSet<String>>,
-    /// When the last RDS update arrived, and its version.
-    last_rds: Mutex<Option<(Instant, String)>>,
-}
-
-impl ResourceSink for Sink {
-    fn apply(&self, t: TypeUrl, version: &str, resources: &[Any]) -> Vec<ResourceError> {
-        match t {
-            TypeUrl::Listener => {
-                let mut names = BTreeSet::new();
-                for r in resources {
-                    let Ok(l) = meshwork_xds::unpack::<Listener>(r) else {
-                        continue;
-                    };
-                    for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
-                        for f in &chain.filters {
-                            if let Some(ConfigType::TypedConfig(any)) = &f.config_type
-                                && let Ok(hcm) = meshwork_xds::unpack::<HttpConnectionManager>(any)
-                                && let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier
-                            {
-                                names.insert(rds.route_config_name);
-                            }
-                        }
-                    }
-                }
-                *self.routes.lock().unwrap() = names;
-            }
-            TypeUrl::Cluster => {
-                let names = resources
-                    .iter()
-                    .filter_map(|r| meshwork_xds::unpack::<Cluster>(r).ok())
-                    .filter(|c| {
-                        c.cluster_discovery_type
-                            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-                    })
-                    .map(|c| {
-                        c.eds_cluster_config
-                            .map(|e| e.service_name)
-                            .filter(|s| !s.is_empty())
-                            .unwrap_or(c.name)
-                    })
-                    .collect();
-                *self.eds.lock().unwrap() = names;
-            }
-            TypeUrl::Route => {
-                *self.last_rds.lock().unwrap() = Some((Instant::now(), version.to_string()));
-            }
-            TypeUrl::Endpoint => {}
-        }
-        Vec::new()
-    }
-
-    fn wanted(&self, t: TypeUrl) -> Vec<String> {
-        match t {
-            TypeUrl::Route => self.routes.lock().unwrap().iter().cloned().collect(),
-            TypeUrl::Endpoint => self.eds.lock().unwrap().iter().cloned().collect(),
-            _ => Vec::new(),
-        }
-    }
-}
 
 fn write_config(dir: &std::path::Path, services: usize) {
     let mut yaml = String::new();
@@ -181,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Full push: every client ACKs all four types.
     let start = Instant::now();
+    let cpu0 = cpu_ms(pid);
     let mut clients = Vec::with_capacity(proxies);
     for p in 0..proxies {
         let workload = p / 10;
@@ -197,24 +126,19 @@ async fn main() -> anyhow::Result<()> {
             service_account: "default".into(),
             ..Default::default()
         };
-        let sink = Arc::new(Sink::default());
-        let client = AdsClient::spawn(
-            ClientConfig::new(xds.clone(), meshwork_proxy::run::node(&identity)),
-            sink.clone(),
-        );
-        clients.push((client, sink));
+        clients.push(Sim::spawn(
+            xds.clone(),
+            meshwork_proxy::run::node(&identity),
+        ));
     }
-    let all_acked = |clients: &Vec<(AdsClient, Arc<Sink>)>| {
-        clients.iter().all(|(c, _)| {
-            let s = c.status();
-            let s = s.borrow();
-            TypeUrl::ALL
-                .iter()
-                .all(|t| s.types.get(t).is_some_and(|t| !t.acked_version.is_empty()))
-        })
-    };
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !all_acked(&clients) {
+    while !clients.iter().all(|c| c.complete()) {
+        if let Some(e) = clients
+            .iter()
+            .find_map(|c| c.state.lock().unwrap().error.clone())
+        {
+            anyhow::bail!("a client failed: {e}");
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
             "full push did not complete in 10 minutes"
@@ -222,14 +146,26 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let full_push = start.elapsed();
+    let full_cpu = cpu_ms(pid) - cpu0;
+    let full_bytes: u64 = clients.iter().map(|c| c.state.lock().unwrap().bytes).sum();
     let busy_rss = rss_mb(pid, "VmRSS:");
 
     // One changed VirtualService reaches every client.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics_before = scrape(&debug).await;
     let before: Vec<Option<String>> = clients
         .iter()
-        .map(|(_, s)| s.last_rds.lock().unwrap().as_ref().map(|(_, v)| v.clone()))
+        .map(|c| {
+            c.state
+                .lock()
+                .unwrap()
+                .last_rds
+                .as_ref()
+                .map(|(_, v)| v.clone())
+        })
         .collect();
+    let cpu0 = cpu_ms(pid);
+    let own0 = cpu_ms(std::process::id());
     let changed = Instant::now();
     write_vs(&dir, 50);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -238,8 +174,8 @@ async fn main() -> anyhow::Result<()> {
         arrivals = clients
             .iter()
             .zip(&before)
-            .filter_map(|((_, s), old)| {
-                let last = s.last_rds.lock().unwrap().clone();
+            .filter_map(|(c, old)| {
+                let last = c.state.lock().unwrap().last_rds.clone();
                 last.filter(|(_, v)| Some(v) != old.as_ref())
                     .map(|(t, _)| t.duration_since(changed))
             })
@@ -249,6 +185,12 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let change_cpu = cpu_ms(pid) - cpu0;
+    let own_cpu = cpu_ms(std::process::id()) - own0;
+    // Let the last ACKs land before reading the counters.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics_after = scrape(&debug).await;
+    let delta = |name: &str| metric(&metrics_after, name) - metric(&metrics_before, name);
     arrivals.sort();
     let reached = arrivals.len();
     let last = arrivals.last().copied().unwrap_or_default();
@@ -269,6 +211,11 @@ async fn main() -> anyhow::Result<()> {
         "| full push (all clients ACKed CDS, EDS, LDS, RDS) | {:.0} ms |",
         full_push.as_secs_f64() * 1e3
     );
+    println!("| … control-plane CPU during the full push | {full_cpu:.0} ms |");
+    println!(
+        "| … resource bytes received by all clients | {:.1} MB |",
+        full_bytes as f64 / 1e6
+    );
     println!("| VirtualService change reached | {reached}/{proxies} clients |");
     println!(
         "| … median after the file write (debounce {} ms included) | {:.0} ms |",
@@ -283,6 +230,27 @@ async fn main() -> anyhow::Result<()> {
         "| … last client after the debounce | {:.0} ms |",
         last.saturating_sub(DEBOUNCE).as_secs_f64() * 1e3
     );
+    println!(
+        "| … snapshot build (load + registry) of the change | {:.0} ms |",
+        delta("pilot_config_build_seconds_sum") * 1e3
+    );
+    println!("| … control-plane CPU for the change | {change_cpu:.0} ms |");
+    println!("| … benchmark clients' CPU for the change | {own_cpu:.0} ms |");
+    println!(
+        "| … responses pushed (CDS/EDS/LDS/RDS) | {:.0}/{:.0}/{:.0}/{:.0} |",
+        delta("pilot_xds_pushes_total{type=\"cds\"}"),
+        delta("pilot_xds_pushes_total{type=\"eds\"}"),
+        delta("pilot_xds_pushes_total{type=\"lds\"}"),
+        delta("pilot_xds_pushes_total{type=\"rds\"}"),
+    );
+    println!(
+        "| … bytes encoded by the control plane | {:.0} kB |",
+        delta("meshwork_xds_encoded_bytes_total") / 1e3
+    );
+    println!(
+        "| … bytes sent to proxies | {:.1} MB |",
+        delta("meshwork_xds_sent_bytes_total") / 1e6
+    );
     println!("| control plane RSS: config loaded, no clients | {idle_rss:.0} MB |");
     println!("| control plane RSS: {proxies} clients served | {busy_rss:.0} MB |");
     println!("| control plane peak RSS | {peak_rss:.0} MB |");
@@ -290,4 +258,42 @@ async fn main() -> anyhow::Result<()> {
     let _ = control.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// CPU time (user + system) a process has used, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0);
+    // The kernel reports USER_HZ ticks, 100 per second on Linux.
+    ticks * 10.0
+}
+
+/// The control plane's Prometheus text from its debug address.
+async fn scrape(debug: &str) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(debug).await else {
+        return String::new();
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {debug}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body
+}
+
+/// A sample's value (`name` with its labels, as printed), 0 if absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }

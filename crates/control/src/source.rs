@@ -5,7 +5,14 @@
 //! Per snapshot version one [`GenerationCache`] shares the translation work
 //! between proxies (replicas of a workload get the very same maps), and the
 //! conversion to [`NodeResources`] is shared too: one per distinct generated
-//! result, each resource's version hash computed once.
+//! result, each resource's version hash computed once, each of translate's
+//! shared maps converted once into a shared [`TypeResources`].
+//!
+//! Sets are interned by type and content version, across snapshots too: a
+//! change that leaves a set's content as it was hands every stream the very
+//! `Arc` it already has, which the xDS server skips without looking inside,
+//! and a new set is built (and later encoded) once however many proxy
+//! classes have it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -13,9 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
-use meshwork_translate::{Generated, GenerationCache, MeshSnapshot, ProxyMeta, generate_cached};
+use meshwork_translate::{
+    Generated, GenerationCache, MeshSnapshot, ProxyMeta, Resources, generate_cached,
+};
 use meshwork_xds::TypeUrl;
-use meshwork_xds::server::{NodeResources, ResourceSource, Versioned};
+use meshwork_xds::server::{NodeResources, ResourceSource, TypeResources, Versioned, set_version};
 use tokio::sync::watch;
 
 use crate::snapshot::SnapshotStore;
@@ -34,6 +43,9 @@ type GeneratedId = [usize; 4];
 /// A generated result converted once, kept next to what it came from.
 type Converted = Arc<OnceLock<(Generated, Arc<NodeResources>)>>;
 
+/// Shared sets by type and content version.
+type Interned = HashMap<(TypeUrl, String), Arc<TypeResources>>;
+
 /// What the proxies of one snapshot version share.
 struct Shared {
     version: u64,
@@ -41,6 +53,12 @@ struct Shared {
     /// Converted results by the identity of what they were converted from
     /// (kept alive next to them, so identities are not reused).
     converted: Mutex<HashMap<GeneratedId, Converted>>,
+    /// Each of translate's maps converted, by its identity (kept alive).
+    sets: Mutex<HashMap<usize, (Resources, Arc<TypeResources>)>>,
+    /// The sets of this snapshot by content.
+    interned: Mutex<Interned>,
+    /// The previous snapshot's sets by content, reused when unchanged.
+    previous: Interned,
     /// Each resource with its version, by the address of its shared `Any`
     /// (kept alive in the entry).
     versioned: Mutex<HashMap<usize, (Arc<Any>, Versioned)>>,
@@ -55,11 +73,14 @@ fn once<K: Hash + Eq, V>(cells: &Mutex<HashMap<K, Arc<OnceLock<V>>>>, key: K) ->
 }
 
 impl Shared {
-    fn new(version: u64) -> Self {
+    fn new(version: u64, previous: Interned) -> Self {
         Shared {
             version,
             generation: GenerationCache::new(),
             converted: Mutex::default(),
+            sets: Mutex::default(),
+            interned: Mutex::default(),
+            previous,
             versioned: Mutex::default(),
         }
     }
@@ -77,21 +98,43 @@ impl Shared {
     fn convert(&self, generated: &Generated) -> NodeResources {
         TypeUrl::ALL
             .into_iter()
-            .map(|t| {
-                let mut versioned = lock(&self.versioned);
-                let set = generated
-                    .by_type(t)
-                    .iter()
-                    .map(|(name, any)| {
-                        let (_, v) = versioned
-                            .entry(Arc::as_ptr(any) as usize)
-                            .or_insert_with(|| (any.clone(), Versioned::shared(any.clone())));
-                        (name.clone(), v.clone())
-                    })
-                    .collect();
-                (t, set)
-            })
+            .map(|t| (t, self.set(t, generated.resources(t))))
             .collect()
+    }
+
+    /// The shared set for one of translate's maps: converted once per map,
+    /// built only if no set with its content exists yet.
+    fn set(&self, t: TypeUrl, map: &Resources) -> Arc<TypeResources> {
+        if let Some((_, set)) = lock(&self.sets).get(&map.id()) {
+            return set.clone();
+        }
+        let versioned: Vec<Versioned> = {
+            let mut cache = lock(&self.versioned);
+            map.values()
+                .map(|any| {
+                    let (_, v) = cache
+                        .entry(Arc::as_ptr(any) as usize)
+                        .or_insert_with(|| (any.clone(), Versioned::shared(any.clone())));
+                    v.clone()
+                })
+                .collect()
+        };
+        let version = set_version(map.keys().zip(&versioned));
+        let key = (t, version);
+        let set = {
+            let mut interned = lock(&self.interned);
+            interned
+                .entry(key)
+                .or_insert_with_key(|key| {
+                    self.previous.get(key).cloned().unwrap_or_else(|| {
+                        let entries = map.keys().cloned().zip(versioned).collect();
+                        Arc::new(TypeResources::new(t, entries))
+                    })
+                })
+                .clone()
+        };
+        lock(&self.sets).insert(map.id(), (map.clone(), set.clone()));
+        set
     }
 }
 
@@ -111,11 +154,27 @@ impl TranslateSource {
                 let version = updates.borrow_and_update().version();
                 let Some(source) = weak.upgrade() else { return };
                 lock(&source.cache).retain(|_, (v, _)| *v == version);
-                source.shared_for(version);
+                let old = source.renew(version);
                 source.generation.send_replace(version);
+                // The old snapshot's results are freed off the push path.
+                tokio::task::spawn_blocking(move || drop(old));
             }
         });
         source
+    }
+
+    /// Installs what proxies share for snapshot `version` (if not yet) and
+    /// returns what it replaced.
+    fn renew(&self, version: u64) -> Option<Arc<Shared>> {
+        let mut shared = lock(&self.shared);
+        if shared.as_ref().is_some_and(|s| s.version == version) {
+            return None;
+        }
+        let previous = shared
+            .as_ref()
+            .map(|o| lock(&o.interned).clone())
+            .unwrap_or_default();
+        shared.replace(Arc::new(Shared::new(version, previous)))
     }
 
     /// What proxies share for snapshot `version`; replaced (and the old
@@ -124,8 +183,12 @@ impl TranslateSource {
         let mut shared = lock(&self.shared);
         match &*shared {
             Some(s) if s.version == version => s.clone(),
-            _ => {
-                let fresh = Arc::new(Shared::new(version));
+            old => {
+                let previous = old
+                    .as_ref()
+                    .map(|o| lock(&o.interned).clone())
+                    .unwrap_or_default();
+                let fresh = Arc::new(Shared::new(version, previous));
                 *shared = Some(fresh.clone());
                 fresh
             }
@@ -144,7 +207,7 @@ impl TranslateSource {
                     .iter()
                     .map(|(name, any)| (name.clone(), Versioned::shared(any.clone())))
                     .collect();
-                (t, set)
+                (t, Arc::new(TypeResources::new(t, set)))
             })
             .collect()
     }
@@ -216,7 +279,7 @@ mod tests {
         let resources = meshwork_config::load_str("t.yaml".as_ref(), yaml).resources;
         let registry = Registry::build(&resources, &[]);
         let snap = MeshSnapshot::new(7, resources, registry);
-        let shared = Shared::new(7);
+        let shared = Shared::new(7, Interned::default());
         let nodes = [
             node(
                 "sidecar~10.0.0.1~web-0.default~default.svc.cluster.local",
@@ -237,15 +300,86 @@ mod tests {
             let want = TranslateSource::generate(&snap, n);
             assert_eq!(g.len(), want.len());
             for (t, set) in &want {
-                let names: Vec<(&String, &String)> =
-                    set.iter().map(|(k, v)| (k, &v.version)).collect();
-                let got_names: Vec<(&String, &String)> =
-                    g[t].iter().map(|(k, v)| (k, &v.version)).collect();
+                let names: Vec<(&String, &String)> = set
+                    .resources()
+                    .iter()
+                    .map(|(k, v)| (k, &v.version))
+                    .collect();
+                let got_names: Vec<(&String, &String)> = g[t]
+                    .resources()
+                    .iter()
+                    .map(|(k, v)| (k, &v.version))
+                    .collect();
                 assert_eq!(names, got_names);
-                assert!(set.iter().all(|(k, v)| g[t][k].any == v.any));
+                assert_eq!(set.version(), g[t].version());
+                assert!(
+                    set.resources()
+                        .iter()
+                        .all(|(k, v)| g[t].resources()[k].any == v.any)
+                );
             }
         }
         assert!(Arc::ptr_eq(&got[0], &got[1]));
         assert!(!Arc::ptr_eq(&got[0], &got[2]));
+    }
+
+    const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.0.1\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: default}\nspec:\n  clusterIP: 10.96.0.2\n  selector: {app: db}\n  ports: [{name: http, port: 80}]\n";
+
+    fn snapshot(version: u64, yaml: &str) -> MeshSnapshot {
+        let resources = meshwork_config::load_str("t.yaml".as_ref(), yaml).resources;
+        let registry = Registry::build(&resources, &[]);
+        MeshSnapshot::new(version, resources, registry)
+    }
+
+    /// A new snapshot that changes only a VirtualService hands out the very
+    /// same cluster, endpoint and listener sets (so streams skip them by
+    /// pointer) and a new route set, shared by every proxy that has it.
+    #[test]
+    fn unchanged_sets_survive_a_snapshot_change() {
+        let web = node(
+            "sidecar~10.0.0.1~web-0.default~default.svc.cluster.local",
+            "web",
+        );
+        let db = node(
+            "sidecar~10.0.0.3~db-0.default~default.svc.cluster.local",
+            "db",
+        );
+        let old = Shared::new(1, Interned::default());
+        let before = old.resources(&snapshot(1, SERVICES), &web);
+        let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db]\n  http:\n  - match: [{uri: {prefix: /v2}}]\n    route: [{destination: {host: db}}]\n  - route: [{destination: {host: db}}]\n";
+        let snap = snapshot(2, &format!("{SERVICES}{vs}"));
+        let new = Shared::new(2, lock(&old.interned).clone());
+        let after = new.resources(&snap, &web);
+        for t in [TypeUrl::Cluster, TypeUrl::Endpoint, TypeUrl::Listener] {
+            let show = |r: &NodeResources| {
+                r[&t]
+                    .resources()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.version))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(show(&before), show(&after));
+            assert!(Arc::ptr_eq(&before[&t], &after[&t]), "{t} kept");
+        }
+        assert!(!Arc::ptr_eq(
+            &before[&TypeUrl::Route],
+            &after[&TypeUrl::Route]
+        ));
+        assert_ne!(
+            before[&TypeUrl::Route].version(),
+            after[&TypeUrl::Route].version()
+        );
+        // Another workload of the namespace shares the new route set.
+        let other = new.resources(&snap, &db);
+        assert!(Arc::ptr_eq(
+            &after[&TypeUrl::Route],
+            &other[&TypeUrl::Route]
+        ));
+        // What it equals: uncached generation.
+        let want = TranslateSource::generate(&snap, &web);
+        assert_eq!(
+            want[&TypeUrl::Route].version(),
+            after[&TypeUrl::Route].version()
+        );
     }
 }

@@ -15,7 +15,9 @@ use meshwork_xds::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use meshwork_xds::envoy_types::pb::google::protobuf::Any;
-use meshwork_xds::server::{AdsServer, NodeResources, ResourceSource, ServerMetrics, Versioned};
+use meshwork_xds::server::{
+    AdsServer, NodeResources, ResourceSource, ServerMetrics, TypeResources, Versioned,
+};
 use meshwork_xds::{TypeUrl, pack};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -213,7 +215,8 @@ impl ResourceSource for PerNode {
     fn resources(&self, node: &Node) -> Arc<NodeResources> {
         *self.calls.lock().unwrap() += 1;
         let (name, any) = cluster(&format!("for-{}", node.id), 1);
-        Arc::new([(TypeUrl::Cluster, [(name, Versioned::new(any))].into())].into())
+        let set = TypeResources::new(TypeUrl::Cluster, [(name, Versioned::new(any))].into());
+        Arc::new([(TypeUrl::Cluster, Arc::new(set))].into())
     }
     fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -249,5 +252,5 @@ async fn each_node_gets_its_own_resources() {
         std::mem::forget(tx);
     }
     assert_eq!(metrics.connected.get(), 2);
-    assert!(metrics.pushes.get() >= 2);
+    assert!(metrics.pushes_of(TypeUrl::Cluster) >= 2);
 }

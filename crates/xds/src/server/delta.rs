@@ -3,6 +3,8 @@
 //! resources it already has after a reconnect.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -12,7 +14,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{AdsServer, Pending, Versioned, set_version};
+use super::resources::{empty, set_version};
+use super::{AdsServer, Pending, TypeResources, Versioned};
 use crate::TypeUrl;
 
 /// One type's subscription and what the client has.
@@ -22,6 +25,8 @@ struct Sub {
     names: BTreeSet<String>,
     /// Resource name -> version the client has (as far as we know).
     known: HashMap<String, String>,
+    /// The shared set last compared with `known`.
+    seen: Option<Arc<TypeResources>>,
     pending: Option<Pending>,
 }
 
@@ -61,6 +66,7 @@ pub(super) async fn run(
                     if nack.is_some() {
                         // The client kept its previous versions of what it rejected.
                         sub.known.clear();
+                        sub.seen = None;
                     }
                     server.record_ack(&node_id, t, &req.response_nonce, nack);
                     server.converged(&mut sub.pending, &req.response_nonce, nack.is_some());
@@ -101,8 +107,8 @@ pub(super) async fn run(
         if to_send.is_empty() {
             continue;
         }
+        let woke = Instant::now();
         let resources = server.source.resources(node);
-        let empty = BTreeMap::new();
         for t in to_send {
             if !server.serves(t) {
                 continue;
@@ -110,17 +116,22 @@ pub(super) async fn run(
             let Some(sub) = subs.get_mut(&t) else {
                 continue;
             };
-            let all = resources.get(&t).unwrap_or(&empty);
-            let wanted: BTreeMap<String, &Versioned> = all
+            let set = resources.get(&t).cloned().unwrap_or_else(|| empty(t));
+            // The very set already compared: nothing changed for this type.
+            if changed_at.is_some() && sub.seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &set)) {
+                continue;
+            }
+            sub.seen = Some(set.clone());
+            let wanted: BTreeMap<&String, &Versioned> = set
+                .resources()
                 .iter()
                 .filter(|(name, _)| sub.wants(name))
-                .map(|(k, v)| (k.clone(), v))
                 .collect();
             let updated: Vec<Resource> = wanted
                 .iter()
-                .filter(|(name, v)| sub.known.get(*name) != Some(&v.version))
+                .filter(|(name, v)| sub.known.get(name.as_str()) != Some(&v.version))
                 .map(|(name, v)| Resource {
-                    name: name.clone(),
+                    name: (*name).clone(),
                     version: v.version.clone(),
                     resource: Some((*v.any).clone()),
                     ..Default::default()
@@ -129,7 +140,7 @@ pub(super) async fn run(
             let removed: Vec<String> = sub
                 .known
                 .keys()
-                .filter(|name| !wanted.contains_key(*name))
+                .filter(|name| !wanted.contains_key(name))
                 .cloned()
                 .collect();
             // A first response is owed even when empty; afterwards only changes.
@@ -144,7 +155,7 @@ pub(super) async fn run(
                 sub.known.remove(n);
             }
             nonce += 1;
-            let version = set_version(&wanted);
+            let version = set_version(wanted.iter().map(|(k, v)| (*k, *v)));
             let response = DeltaDiscoveryResponse {
                 system_version_info: version.clone(),
                 resources: updated,
@@ -154,6 +165,11 @@ pub(super) async fn run(
                 ..Default::default()
             };
             server.record_sent(&node_id, t, &nonce.to_string(), &sub.names);
+            let bytes = prost::Message::encoded_len(&response);
+            server.metrics.encoded_bytes.inc_by(bytes as u64);
+            server
+                .metrics
+                .pushed(t, bytes, woke.elapsed().as_secs_f64());
             if let Some(since) = changed_at {
                 sub.pending = Some(Pending { nonce, since });
             }

@@ -8,12 +8,21 @@
 //! the resources that changed and the names removed. Versions are content
 //! hashes, so they survive a control-plane restart. Per proxy and type it
 //! records what was sent, ACKed and NACKed, and when.
+//!
+//! Sources hand out each type's resources as a shared [`TypeResources`]
+//! (one per class of identical proxies, with its version precomputed); a
+//! stream skips a type whose set is the one it saw last, and a changed set
+//! is encoded once for every proxy that gets it whole ([`AdsService`]).
 
 mod delta;
 mod metrics;
+mod resources;
 mod sotw;
+mod wire;
 
-pub use metrics::ServerMetrics;
+pub use metrics::{ServerMetrics, TypeLabel};
+pub use resources::{TypeResources, set_version};
+pub use wire::AdsService;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -22,14 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::Any;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -63,8 +70,9 @@ impl Versioned {
     }
 }
 
-/// Every resource one proxy should have, by type and name.
-pub type NodeResources = BTreeMap<TypeUrl, BTreeMap<String, Versioned>>;
+/// Every resource one proxy should have, by type. Sets are shared between
+/// proxies with the same configuration; a missing type is an empty set.
+pub type NodeResources = BTreeMap<TypeUrl, Arc<TypeResources>>;
 
 /// Where the server gets each proxy's resources.
 pub trait ResourceSource: Send + Sync + 'static {
@@ -180,7 +188,7 @@ impl AdsServer {
             .collect();
         if let Ok(mut set) = statics.set.lock() {
             let mut next = (**set).clone();
-            next.insert(t, versioned);
+            next.insert(t, Arc::new(TypeResources::new(t, versioned)));
             *set = Arc::new(next);
         }
         if let Ok(mut known) = statics.known.lock() {
@@ -199,11 +207,10 @@ impl AdsServer {
         &self.metrics
     }
 
-    /// The tonic service to mount on a server.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer> {
-        AggregatedDiscoveryServiceServer::new(self.clone())
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(256 << 20)
+    /// The gRPC service to mount on a tonic server: state of the world
+    /// with shared pre-encoded responses, delta through tonic.
+    pub fn service(&self) -> AdsService {
+        AdsService::new(self.clone())
     }
 
     /// Serves ADS on an already bound listener until the future is dropped.
@@ -270,7 +277,6 @@ impl AdsServer {
     }
 
     fn record_sent(&self, node: &str, t: TypeUrl, version: &str, names: &BTreeSet<String>) {
-        self.metrics.pushes.inc();
         self.update_node(node, |n| {
             let st = n.types.entry(t).or_default();
             st.sent_version = version.to_string();
@@ -343,16 +349,6 @@ pub(crate) struct Pending {
     since: Instant,
 }
 
-/// Version of a whole set: a hash over its names and versions.
-pub(crate) fn set_version(set: &BTreeMap<String, &Versioned>) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (name, v) in set {
-        name.hash(&mut h);
-        v.version.hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
-}
-
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
@@ -361,6 +357,9 @@ impl AggregatedDiscoveryService for AdsServer {
     type StreamAggregatedResourcesStream = ResponseStream;
     type DeltaAggregatedResourcesStream = DeltaStream;
 
+    /// Served when the plain generated service is mounted; [`AdsService`]
+    /// (what [`AdsServer::service`] returns) sends the same responses
+    /// without decoding and re-encoding them per stream.
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
@@ -369,9 +368,9 @@ impl AggregatedDiscoveryService for AdsServer {
         let (tx, rx) = mpsc::channel(16);
         let server = self.clone();
         tokio::spawn(async move { sotw::run(server, inbound, tx).await });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let decoded =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(|out| out.and_then(|o| o.decode()));
+        Ok(Response::new(Box::pin(decoded)))
     }
 
     async fn delta_aggregated_resources(

@@ -1,0 +1,196 @@
+//! The ADS gRPC service as mounted on a server: state-of-the-world
+//! responses leave as pre-encoded bytes, delta goes through tonic's
+//! generated service.
+//!
+//! Why by hand: tonic encodes every response message into a fresh buffer
+//! per stream, so a route table pushed to 1,000 proxies was encoded (and
+//! held) 1,000 times. Here a response is a small per-stream head (gRPC
+//! frame header, `version_info`, `nonce`) followed by the set's shared
+//! encoding (`Bytes`, one allocation for every stream), handed to h2 as
+//! two data frames, which h2 writes without copying. Protobuf decodes the
+//! concatenated fields as one message. Requests are still decoded by
+//! tonic's `Streaming` with prost.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use http_body::Frame;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::codec::{Codec, Streaming};
+use tonic::codegen::{BoxFuture, Service, StdError};
+use tonic::server::NamedService;
+
+use super::AdsServer;
+use super::resources::encode_head;
+
+/// The gRPC path of state-of-the-world ADS.
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// Largest request accepted (a proxy's subscription lists).
+pub(crate) const MAX_REQUEST: usize = 16 << 20;
+
+/// One state-of-the-world response on the wire: a per-stream head (gRPC
+/// frame header and per-stream fields) and the shared fields.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    head: Bytes,
+    shared: Bytes,
+}
+
+impl Outgoing {
+    /// A response with `version` and `nonce` whose other fields are
+    /// `shared` (see [`super::resources::encode_fields`]).
+    pub(crate) fn new(version: &str, nonce: &str, shared: Bytes) -> Result<Self, Status> {
+        let fields = encode_head(version, nonce);
+        let len = u32::try_from(fields.len() + shared.len())
+            .map_err(|_| Status::resource_exhausted("xDS response larger than 4 GiB"))?;
+        let mut head = Vec::with_capacity(5 + fields.len());
+        head.push(0); // not compressed
+        head.extend_from_slice(&len.to_be_bytes());
+        head.extend_from_slice(&fields);
+        Ok(Outgoing {
+            head: Bytes::from(head),
+            shared,
+        })
+    }
+
+    /// Bytes on the wire, frame header included.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.shared.len()
+    }
+
+    /// The response as a message (for the tonic-served path).
+    pub(crate) fn decode(&self) -> Result<DiscoveryResponse, Status> {
+        let mut bytes = self.head.slice(5..).to_vec();
+        bytes.extend_from_slice(&self.shared);
+        DiscoveryResponse::decode(bytes.as_slice())
+            .map_err(|e| Status::internal(format!("encoded response does not decode: {e}")))
+    }
+}
+
+/// What a state-of-the-world stream task sends to its response body.
+pub(crate) type OutgoingTx = mpsc::Sender<Result<Outgoing, Status>>;
+
+/// The ADS service to mount on a tonic server (`Router::add_service`).
+#[derive(Clone)]
+pub struct AdsService {
+    server: AdsServer,
+    delta: AggregatedDiscoveryServiceServer<AdsServer>,
+}
+
+impl AdsService {
+    pub(crate) fn new(server: AdsServer) -> Self {
+        let delta = AggregatedDiscoveryServiceServer::new(server.clone())
+            .max_decoding_message_size(MAX_REQUEST)
+            .max_encoding_message_size(256 << 20);
+        AdsService { server, delta }
+    }
+
+    fn sotw<B>(&self, req: http::Request<B>) -> http::Response<tonic::body::Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let encoding = req
+            .headers()
+            .get("grpc-encoding")
+            .map(|v| v.as_bytes())
+            .filter(|v| *v != b"identity");
+        if encoding.is_some() {
+            return Status::unimplemented("compressed requests are not supported").into_http();
+        }
+        let decoder =
+            tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default().decoder();
+        let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+        let (tx, rx) = mpsc::channel(16);
+        let server = self.server.clone();
+        tokio::spawn(async move { super::sotw::run(server, inbound, tx).await });
+        let mut res = http::Response::new(tonic::body::Body::new(ResponseBody {
+            rx,
+            next: None,
+            done: false,
+        }));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        res
+    }
+}
+
+impl NamedService for AdsService {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl<B> Service<http::Request<B>> for AdsService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == SOTW_PATH {
+            let res = self.sotw(req);
+            Box::pin(async move { Ok(res) })
+        } else {
+            self.delta.call(req)
+        }
+    }
+}
+
+/// The response body of a state-of-the-world stream: each response as two
+/// data frames, then the gRPC status as trailers.
+struct ResponseBody {
+    rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    next: Option<Bytes>,
+    done: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(shared) = self.next.take() {
+            return Poll::Ready(Some(Ok(Frame::data(shared))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let status = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(out))) => {
+                self.next = Some(out.shared);
+                return Poll::Ready(Some(Ok(Frame::data(out.head))));
+            }
+            Poll::Ready(Some(Err(status))) => status,
+            Poll::Ready(None) => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        if status.add_header(&mut trailers).is_err() {
+            trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.next.is_none()
+    }
+}
