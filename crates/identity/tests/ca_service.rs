@@ -63,11 +63,31 @@ impl Drop for Served {
 }
 
 async fn serve(ca: CertificateAuthority, tokens: &str) -> Served {
-    let dir = tempfile::tempdir().unwrap();
+    serve_at(ca, tokens, "127.0.0.1:0", tempfile::tempdir().unwrap()).await
+}
+
+async fn serve_at(
+    ca: CertificateAuthority,
+    tokens: &str,
+    at: &str,
+    dir: tempfile::TempDir,
+) -> Served {
     std::fs::write(dir.path().join("tokens"), tokens).unwrap();
     std::fs::write(dir.path().join("root-cert.pem"), ca.roots_pem()).unwrap();
     let ca = Arc::new(ca);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A just-stopped server on the same address lets go of it shortly.
+    let mut tries = 0;
+    let listener = loop {
+        match TcpListener::bind(at).await {
+            Ok(l) => break l,
+            Err(e) if tries < 40 => {
+                tries += 1;
+                eprintln!("bind {at}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("bind {at}: {e}"),
+        }
+    };
     let addr = listener.local_addr().unwrap().to_string();
     let (chain, key) = ca
         .issue_server_cert(
@@ -441,4 +461,40 @@ async fn several_roots_reach_the_client() {
     opts.root_cert = stale;
     assert!(fetch_identity(&opts, &[]).await.is_err());
     fetch_identity(&opts, &identity.bundle.roots).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_old_certificate_keeps_serving_while_the_ca_is_away() {
+    let state = tempfile::tempdir().unwrap();
+    let opts = || {
+        let mut o = CaOptions::new("cluster.local");
+        o.default_ttl = Duration::from_secs(4);
+        o
+    };
+    let ca = meshwork_identity::ca::files::load_or_create(state.path(), opts()).unwrap();
+    let served = serve(ca, "tok-order default order\n").await;
+    let (mut rx, _task) = spawn(served.client(TOKEN, None), RotationPolicy::default());
+    let first = wait_for_serial(&mut rx, None, Duration::from_secs(10)).await;
+    // The CA goes away past the renewal time: the client keeps the
+    // certificate it has (and retries with backoff).
+    let addr = served.addr.clone();
+    served.task.abort();
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kept = rx.borrow().as_ref().map(|id| {
+        meshwork_identity::certinfo::CertInfo::parse(&id.svid.chain[0])
+            .unwrap()
+            .serial
+    });
+    assert_eq!(kept.as_deref(), Some(first.as_str()));
+    // The CA comes back on the same address with the same root: renewed.
+    let ca = meshwork_identity::ca::files::load_or_create(state.path(), opts()).unwrap();
+    let _back = serve_at(
+        ca,
+        "tok-order default order\n",
+        &addr,
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    wait_for_serial(&mut rx, Some(&first), Duration::from_secs(15)).await;
 }
