@@ -190,7 +190,7 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
                         "stat_prefix": h.stat_prefix,
                         "rds": match &h.routes { RouteSource::Rds(n) => json!(n), RouteSource::Inline(t) => json!({"inline": t.name}) },
                     }}),
-                    NetworkFilter::Tcp(t) => json!({"tcp_proxy": {"stat_prefix": t.stat_prefix, "clusters": t.clusters.names()}}),
+                    NetworkFilter::Tcp(t) => json!({"tcp_proxy": {"stat_prefix": t.stat_prefix, "clusters": t.clusters.names(), "weighted": format!("{:?}", t.clusters)}}),
                 };
                 json!({"name": c.name, "match": format!("{:?}", c.matcher), "filter": filter})
             };
@@ -217,9 +217,18 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
                     "domains": vh.domains,
                     "routes": vh.routes.iter().map(|rt| json!({
                         "name": rt.name,
-                        "match": format!("{:?}", rt.matcher.path),
+                        "match": format!("{:?}", rt.matcher),
+                        "headers": (!rt.headers.is_empty()).then(|| format!("{:?}", rt.headers)),
+                        "fault": rt.fault.as_ref().map(|f| format!("{f:?}")),
+                        "cors": rt.cors.as_ref().map(|c| format!("{c:?}")),
                         "action": match &rt.action {
-                            RouteAction::Forward(f) => json!({"route": {"clusters": format!("{:?}", f.clusters), "timeout_ms": f.timeout.map(|t| t.as_millis() as u64)}}),
+                            RouteAction::Forward(f) => json!({"route": {
+                                "clusters": format!("{:?}", f.clusters),
+                                "timeout_ms": f.timeout.map(|t| t.as_millis() as u64),
+                                "retry_policy": f.retry.as_ref().map(|r| format!("{r:?}")),
+                                "request_mirror_policies": f.mirrors.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>(),
+                                "cluster_headers": f.cluster_headers.iter().map(|(c, h)| format!("{c}: {h:?}")).collect::<Vec<_>>(),
+                            }}),
                             RouteAction::Redirect(r) => json!({"redirect": format!("{r:?}")}),
                             RouteAction::Direct { status, .. } => json!({"direct_response": status}),
                         },

@@ -169,7 +169,7 @@ fn outbound(snap: &MeshSnapshot, proxy: &ProxyMeta, clusters: &ClusterMemo) -> G
     match proxy.kind {
         ProxyKind::Sidecar => {
             cluster::outbound(snap, proxy, &scope, false, Some(clusters), &mut out);
-            listener::outbound(&scope, &mut out);
+            listener::outbound(snap, proxy, &scope, &mut out);
             route::outbound(snap, proxy, &scope, &mut out);
         }
         ProxyKind::Proxyless => {

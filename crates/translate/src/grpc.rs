@@ -29,9 +29,13 @@ pub(crate) fn listeners_and_routes(
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             let rds = format!("{}:{}", svc.hostname, port.port);
             let mut taken = HashSet::new();
-            let Some(vh) = virtual_host(snap, proxy, svc, port.port, &mut taken) else {
+            let Some(mut vh) = virtual_host(snap, proxy, svc, port.port, &mut taken) else {
                 continue;
             };
+            // gRPC clients have no CORS filter (and NACK configs they cannot use).
+            for r in &mut vh.routes {
+                r.typed_per_filter_config.remove(crate::policy::CORS_FILTER);
+            }
             let rc = RouteConfiguration {
                 name: rds.clone(),
                 virtual_hosts: vec![vh],

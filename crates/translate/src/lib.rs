@@ -15,16 +15,20 @@
 
 mod cache;
 mod cluster;
+mod delegate;
 mod grpc;
 mod listener;
 mod meta;
 mod names;
 mod pb;
+mod policy;
 mod resources;
 mod route;
 mod scope;
 mod snapshot;
+mod tcp_route;
 mod vs;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +40,7 @@ pub use cache::{GenerationCache, generate_cached};
 pub use meta::{ProxyKind, ProxyMeta};
 pub use resources::Resources;
 pub use snapshot::MeshSnapshot;
+pub use warnings::{Warning, warnings};
 
 /// The xDS resources generated for one proxy, keyed by resource name.
 /// Each map is shared ([`Resources`]), so cloning is cheap.
@@ -77,7 +82,7 @@ pub fn generate(snapshot: &MeshSnapshot, proxy: &ProxyMeta) -> Generated {
             let ports = cluster::inbound_ports(snapshot, proxy);
             cluster::outbound(snapshot, proxy, &scope, false, None, &mut out);
             cluster::inbound(proxy, &ports, &mut out);
-            listener::outbound(&scope, &mut out);
+            listener::outbound(snapshot, proxy, &scope, &mut out);
             listener::inbound(&ports, &mut out);
             route::outbound(snapshot, proxy, &scope, &mut out);
         }

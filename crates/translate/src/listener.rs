@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
@@ -16,6 +16,8 @@ use meshwork_registry::{Protocol, Service};
 use meshwork_xds::pack;
 
 use crate::Generated;
+use crate::meta::ProxyMeta;
+use crate::snapshot::MeshSnapshot;
 use crate::names::{
     BLACK_HOLE, INBOUND_CAPTURE, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE, PASSTHROUGH,
     inbound_cluster, outbound_cluster,
@@ -31,7 +33,12 @@ use crate::vs::default_route;
 const SNIFFED_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
 /// A sidecar's outbound listeners: `0.0.0.0_<port>` and `virtualOutbound`.
-pub(crate) fn outbound(scope: &Scope<'_>, out: &mut Generated) {
+pub(crate) fn outbound(
+    snap: &MeshSnapshot,
+    proxy: &ProxyMeta,
+    scope: &Scope<'_>,
+    out: &mut Generated,
+) {
     let fallthrough = if scope.allow_any {
         PASSTHROUGH
     } else {
@@ -41,7 +48,7 @@ pub(crate) fn outbound(scope: &Scope<'_>, out: &mut Generated) {
         if port == OUTBOUND_CAPTURE || port == INBOUND_CAPTURE {
             continue;
         }
-        let l = outbound_listener(port, &services, fallthrough);
+        let l = outbound_listener(snap, proxy, port, &services, fallthrough);
         out.listeners.insert(l.name.clone(), pack(&l));
     }
     let vo = virtual_outbound(fallthrough);
@@ -66,7 +73,8 @@ fn ports<'a>(scope: &Scope<'a>) -> BTreeMap<u16, Vec<(&'a Service, Protocol)>> {
     out
 }
 
-fn cidr(address: &str) -> Option<CidrRange> {
+/// An address or CIDR as a range.
+pub(crate) fn cidr(address: &str) -> Option<CidrRange> {
     let (ip, len) = match address.split_once('/') {
         Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u32>().ok()?),
         None => {
@@ -84,18 +92,25 @@ fn cidr(address: &str) -> Option<CidrRange> {
 }
 
 fn http_chain(name: &str, port: u16, matcher: Option<FilterChainMatch>) -> FilterChain {
-    let hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port.to_string());
+    let mut hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port.to_string());
+    crate::policy::add_route_filters(&mut hcm);
     chain(name, matcher, network_filter(HCM_NAME, pack(&hcm)))
 }
 
 /// `0.0.0.0_<port>`: one HTTP chain (RDS `<port>`) for the HTTP services,
 /// a chain per TCP service with a VIP (matched on it), and for services
 /// without one the first TCP service, as Istio resolves such conflicts.
-fn outbound_listener(port: u16, services: &[(&Service, Protocol)], fallthrough: &str) -> Listener {
+fn outbound_listener(
+    snap: &MeshSnapshot,
+    proxy: &ProxyMeta,
+    port: u16,
+    services: &[(&Service, Protocol)],
+    fallthrough: &str,
+) -> Listener {
     let explicit_http = services.iter().any(|(_, p)| p.is_http());
     let mut chains = Vec::new();
     let mut seen_vips = HashSet::new();
-    let mut plain_tcp: Option<String> = None;
+    let mut plain_tcp: Option<(String, Option<Filter>)> = None;
     let mut sniffed_plain = false;
     for (svc, protocol) in services {
         if protocol.is_http() {
@@ -110,7 +125,10 @@ fn outbound_listener(port: u16, services: &[(&Service, Protocol)], fallthrough: 
             .collect();
         if vips.is_empty() {
             sniffed_plain |= protocol.is_unsupported();
-            plain_tcp.get_or_insert(cluster);
+            if plain_tcp.is_none() {
+                let routed = crate::tcp_route::default_filter(snap, proxy, svc, port);
+                plain_tcp = Some((cluster, routed));
+            }
             continue;
         }
         if protocol.is_unsupported() {
@@ -120,6 +138,9 @@ fn outbound_listener(port: u16, services: &[(&Service, Protocol)], fallthrough: 
                 ..Default::default()
             };
             chains.push(http_chain(&format!("{cluster}-http"), port, Some(m)));
+        }
+        if let Some(routed) = crate::tcp_route::chains(snap, proxy, svc, port, *protocol, &vips) {
+            chains.extend(routed);
         }
         let m = FilterChainMatch {
             prefix_ranges: vips,
@@ -138,11 +159,15 @@ fn outbound_listener(port: u16, services: &[(&Service, Protocol)], fallthrough: 
             };
             chains.push(http_chain("http", port, Some(m)));
         }
-        let (name, cluster) = match &plain_tcp {
-            Some(c) => (c.as_str(), c.as_str()),
-            None => ("PassthroughFilterChain", fallthrough),
-        };
-        default_chain = Some(chain(name, None, tcp_proxy(cluster, cluster)));
+        default_chain = Some(match plain_tcp {
+            Some((c, Some(routed))) => chain(&c, None, routed),
+            Some((c, None)) => chain(&c, None, tcp_proxy(&c, &c)),
+            None => chain(
+                "PassthroughFilterChain",
+                None,
+                tcp_proxy(fallthrough, fallthrough),
+            ),
+        });
     }
     Listener {
         name: format!("0.0.0.0_{port}"),

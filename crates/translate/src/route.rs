@@ -16,7 +16,7 @@ use crate::names::{PASSTHROUGH, domains, outbound_cluster};
 use crate::pb::bool_value;
 use crate::scope::Scope;
 use crate::snapshot::MeshSnapshot;
-use crate::vs::{default_route, http_routes};
+use crate::vs::{default_outbound_route, default_route, http_routes};
 
 /// The services with an HTTP (or detected) port `port`, by port.
 pub(crate) fn http_ports<'a>(scope: &Scope<'a>) -> BTreeMap<u16, Vec<&'a Service>> {
@@ -50,7 +50,11 @@ pub(crate) fn virtual_host(
     }
     let routes = match snap.virtual_service(&svc.hostname, &proxy.namespace) {
         Some(vs) => http_routes(snap, &vs, port, proxy),
-        None => vec![default_route(&outbound_cluster(port, "", &svc.hostname))],
+        None => vec![default_outbound_route(&outbound_cluster(
+            port,
+            "",
+            &svc.hostname,
+        ))],
     };
     Some(VirtualHost {
         name: format!("{}:{port}", svc.hostname),

@@ -23,14 +23,26 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use meshwork_config::model::istio::{
-    Destination, Headers, HttpMatchRequest, HttpRoute, StringMatch,
+    DerivePort, Destination, Headers, HttpMatchRequest, HttpRoute, StringMatch,
 };
 use meshwork_registry::fqdn;
 
 use crate::meta::ProxyMeta;
 use crate::names::outbound_cluster;
 use crate::pb::{bool_value, duration_nanos, header, parse_duration, u32_value};
+use crate::policy;
 use crate::snapshot::{MeshSnapshot, VsRef};
+use meshwork_xds::pack;
+
+/// The default outbound route of a service port: [`default_route`] with
+/// Istio's default retry policy.
+pub(crate) fn default_outbound_route(cluster: &str) -> Route {
+    let mut r = default_route(cluster);
+    if let Some(Action::Route(a)) = &mut r.action {
+        a.retry_policy = Some(policy::default_retry());
+    }
+    r
+}
 
 /// The default route of a service port: everything to its cluster, no timeout.
 pub(crate) fn default_route(cluster: &str) -> Route {
@@ -62,12 +74,17 @@ pub(crate) fn http_routes(
     proxy: &ProxyMeta,
 ) -> Vec<Route> {
     let mut out = Vec::new();
-    for rule in &vs.vs.http {
-        if rule.delegate.is_some() {
-            continue;
-        }
-        let action = action(snap, rule, vs.namespace, port);
+    for (rule, ns) in crate::delegate::expanded(snap, vs) {
+        let rule = rule.as_ref();
+        let action = action(snap, rule, ns, port);
         let Some(action) = action else { continue };
+        let mut per_filter = std::collections::HashMap::new();
+        if let Some(f) = rule.fault.as_ref().and_then(policy::fault) {
+            per_filter.insert(policy::FAULT_FILTER.to_string(), pack(&f));
+        }
+        if let Some(c) = &rule.cors_policy {
+            per_filter.insert(policy::CORS_FILTER.to_string(), pack(&policy::cors(c)));
+        }
         let matches: Vec<Option<&HttpMatchRequest>> = if rule.r#match.is_empty() {
             vec![None]
         } else {
@@ -88,6 +105,7 @@ pub(crate) fn http_routes(
                 name,
                 r#match: Some(m.map(route_match).unwrap_or_else(|| prefix_match("/"))),
                 action: Some(action.clone()),
+                typed_per_filter_config: per_filter.clone(),
                 ..Default::default()
             };
             let mut ops = vec![rule.headers.as_ref()];
@@ -115,7 +133,16 @@ fn applies(m: &HttpMatchRequest, port: u16, proxy: &ProxyMeta) -> bool {
             .is_none_or(|ns| *ns == proxy.namespace)
 }
 
-fn string_matcher(m: &StringMatch) -> Option<StringMatcher> {
+/// An exact string matcher.
+pub(crate) fn exact(s: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(s.into())),
+        ignore_case: false,
+    }
+}
+
+/// Istio's `StringMatch` as Envoy's (`None` when it has no pattern).
+pub(crate) fn string_matcher(m: &StringMatch) -> Option<StringMatcher> {
     let pattern = if let Some(e) = &m.exact {
         MatchPattern::Exact(e.clone())
     } else if let Some(p) = &m.prefix {
@@ -225,19 +252,31 @@ fn action(snap: &MeshSnapshot, rule: &HttpRoute, vs_ns: &str, port: u16) -> Opti
             308 => 4,
             _ => 0,
         };
+        // derivePort: the scheme's default port, or the port the request came to.
+        let derived = rd.derive_port.map(|d| match d {
+            DerivePort::FromProtocolDefault if rd.scheme.as_deref() == Some("https") => 443,
+            DerivePort::FromProtocolDefault => 80,
+            DerivePort::FromRequestPort => u32::from(port),
+        });
+        let path_rewrite_specifier = match (&rd.uri, &rd.prefix_rewrite) {
+            (Some(u), _) => Some(PathRewriteSpecifier::PathRedirect(u.clone())),
+            (None, Some(p)) => Some(PathRewriteSpecifier::PrefixRewrite(p.clone())),
+            (None, None) => None,
+        };
         return Some(Action::Redirect(RedirectAction {
             host_redirect: rd.authority.clone().unwrap_or_default(),
             port_redirect: rd
                 .port
                 .and_then(|p| u32::try_from(p).ok())
                 .filter(|p| *p <= 65535)
+                .or(derived)
                 .unwrap_or(0),
             response_code: code,
             scheme_rewrite_specifier: rd
                 .scheme
                 .clone()
                 .map(SchemeRewriteSpecifier::SchemeRedirect),
-            path_rewrite_specifier: rd.uri.clone().map(PathRewriteSpecifier::PathRedirect),
+            path_rewrite_specifier,
             ..Default::default()
         }));
     }
@@ -263,25 +302,28 @@ fn action(snap: &MeshSnapshot, rule: &HttpRoute, vs_ns: &str, port: u16) -> Opti
             ..Default::default()
         }));
     }
-    let dests: Vec<(String, u32)> = rule
+    let dests: Vec<(String, u32, Option<&Headers>)> = rule
         .route
         .iter()
         .filter_map(|d| {
             let dest = d.destination.as_ref()?;
             let w = d.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0);
-            Some((cluster_of(snap, dest, vs_ns, port), w))
+            Some((cluster_of(snap, dest, vs_ns, port), w, d.headers.as_ref()))
         })
         .collect();
     let cluster_specifier = match dests.as_slice() {
         [] => return None,
-        [(one, _)] => ClusterSpecifier::Cluster(one.clone()),
+        [(one, _, _)] => ClusterSpecifier::Cluster(one.clone()),
         many => {
-            let positive: Vec<&(String, u32)> = many.iter().filter(|(_, w)| *w > 0).collect();
+            let positive: Vec<_> = many.iter().filter(|(_, w, _)| *w > 0).collect();
             let clusters: Vec<ClusterWeight> = if positive.is_empty() {
                 // Weights must be positive; unweighted destinations share evenly.
-                many.iter().map(|(n, _)| weighted(n, 1)).collect()
+                many.iter().map(|(n, _, h)| weighted(n, 1, *h)).collect()
             } else {
-                positive.iter().map(|(n, w)| weighted(n, *w)).collect()
+                positive
+                    .iter()
+                    .map(|(n, w, h)| weighted(n, *w, *h))
+                    .collect()
             };
             ClusterSpecifier::WeightedClusters(WeightedCluster {
                 clusters,
@@ -310,14 +352,24 @@ fn action(snap: &MeshSnapshot, rule: &HttpRoute, vs_ns: &str, port: u16) -> Opti
         host_rewrite_specifier: rewrite
             .and_then(|r| r.authority.clone())
             .map(HostRewriteSpecifier::HostRewriteLiteral),
+        retry_policy: policy::retry(rule.retries.as_ref()),
+        request_mirror_policies: policy::mirrors(rule, |d| cluster_of(snap, d, vs_ns, port)),
         ..Default::default()
     }))
 }
 
-fn weighted(name: &str, weight: u32) -> ClusterWeight {
+fn weighted(name: &str, weight: u32, headers: Option<&Headers>) -> ClusterWeight {
+    let mut r = Route::default();
+    if let Some(h) = headers {
+        header_ops(&mut r, h);
+    }
     ClusterWeight {
         name: name.into(),
         weight: u32_value(weight),
+        request_headers_to_add: r.request_headers_to_add,
+        request_headers_to_remove: r.request_headers_to_remove,
+        response_headers_to_add: r.response_headers_to_add,
+        response_headers_to_remove: r.response_headers_to_remove,
         ..Default::default()
     }
 }

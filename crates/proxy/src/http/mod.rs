@@ -1,8 +1,14 @@
 //! HTTP/1.1 and HTTP/2 serving of downstream connections.
 
+pub mod cors;
 mod exchange;
+pub mod fault;
+mod forward;
 pub mod headers;
+pub mod mirror;
+pub mod replay;
 mod request;
+pub mod retry;
 mod upgrade;
 
 pub use exchange::ConnInfo;

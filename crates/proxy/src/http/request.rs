@@ -10,22 +10,18 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use meshwork_telemetry::ResponseFlag;
 
+use super::cors::CorsDecision;
 use super::exchange::{ConnInfo, Exchange};
-use super::headers::{
-    X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME,
-    authority, local_reply, strip_hop_by_hop,
-};
-use super::upgrade;
+use super::forward::{Plan, forward};
+use super::headers::{authority, local_reply};
+use super::mirror;
 use crate::body::{self, BodyEnd, Observed, ProxyBody};
 use crate::ctx::ProxyCtx;
 use crate::io::ConnStats;
-use crate::model::cluster::UpstreamProtocol;
 use crate::model::listener::{HttpManager, RouteSource};
 use crate::model::route::{
     ForwardAction, RedirectModel, RouteAction, RouteModel, VirtualHostModel,
 };
-use crate::tables::ClusterState;
-use crate::upstream::UpstreamError;
 
 /// Everything one HTTP connection's requests share.
 pub struct HttpConn {
@@ -91,16 +87,43 @@ pub async fn handle(
         ));
     };
     ex.set_route(&route.name);
+    let mut extra_response = None;
+    if let Some(cors) = &route.cors {
+        match cors.decide(&parts) {
+            CorsDecision::Reply(resp) => return Ok(reply(ex, resp)),
+            CorsDecision::Decorate(h) => extra_response = Some(h),
+            CorsDecision::None => {}
+        }
+    }
+    if let Some(fault) = &route.fault {
+        if let Some(d) = fault.roll_delay() {
+            ex.flag(ResponseFlag::DelayInjected);
+            tokio::time::sleep(d).await;
+        }
+        if let Some(resp) = fault.roll_abort() {
+            ex.flag(ResponseFlag::FaultInjected);
+            return Ok(reply(ex, resp));
+        }
+    }
+    let decorate = |h: &mut http::HeaderMap| {
+        if let Some(extra) = &extra_response {
+            for (k, v) in extra {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+    };
     match &route.action {
         RouteAction::Direct { status, body } => {
             let mut resp = Response::new(body::full(body.clone()));
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             apply_response_headers(vh, &route, resp.headers_mut());
+            decorate(resp.headers_mut());
             Ok(reply(ex, resp))
         }
         RouteAction::Redirect(r) => {
             let mut resp = redirect(r, &parts, &host, &route);
             apply_response_headers(vh, &route, resp.headers_mut());
+            decorate(resp.headers_mut());
             Ok(reply(ex, resp))
         }
         RouteAction::Forward(f) => {
@@ -114,10 +137,24 @@ pub async fn handle(
             };
             drop(tables);
             rewrite_request(&mut parts, f, &route, &host);
-            vh.headers.apply_request(&mut parts.headers);
+            if let Some(h) = f.headers_for(&cluster_name) {
+                h.apply_request(&mut parts.headers);
+            }
             route.headers.apply_request(&mut parts.headers);
-            let req = Request::from_parts(parts, body::boxed(body));
-            Ok(forward(conn, ex, cluster, req, f, vh, &route, downstream_upgrade).await)
+            vh.headers.apply_request(&mut parts.headers);
+            let mut body = body::boxed(body);
+            if !f.mirrors.is_empty() && downstream_upgrade.is_none() {
+                body = mirror::start(&conn.ctx, &f.mirrors, &parts, body, conn.info.h2, f.timeout);
+            }
+            let req = Request::from_parts(parts, body);
+            let plan = Plan {
+                f,
+                vh,
+                route: &route,
+                cluster: &cluster_name,
+                extra_response,
+            };
+            Ok(forward(conn, ex, cluster, req, plan, downstream_upgrade).await)
         }
     }
 }
@@ -137,7 +174,7 @@ fn reply(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
 }
 
 /// Wraps the response body so the exchange finishes when it ends.
-fn observe_response(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+pub(super) fn observe_response(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
     let status = resp.status().as_u16();
     let header_grpc = resp
         .headers()
@@ -145,6 +182,12 @@ fn observe_response(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBo
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let (parts, body) = resp.into_parts();
+    if http_body::Body::is_end_stream(&body) {
+        // Nothing to send: hyper never polls such a body, so it would look
+        // abandoned (DC) when dropped. The exchange is complete now.
+        ex.finish(status, 0, header_grpc.as_deref());
+        return Response::from_parts(parts, body);
+    }
     let mut ex = Some(ex);
     let observed = Observed::new(
         body,
@@ -259,119 +302,8 @@ fn redirect(
     resp
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    conn: Arc<HttpConn>,
-    mut ex: Exchange,
-    cluster: Arc<ClusterState>,
-    mut req: Request<ProxyBody>,
-    f: &ForwardAction,
-    vh: &VirtualHostModel,
-    route: &RouteModel,
-    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<ProxyBody> {
-    let Some(endpoint) = cluster.pick(Some(conn.info.original_dst)) else {
-        ex.flag(ResponseFlag::NoHealthyUpstream);
-        return reply(
-            ex,
-            local_reply(503, Some(ResponseFlag::NoHealthyUpstream), ""),
-        );
-    };
-    ex.set_upstream(&cluster.model.name, &endpoint);
-    let mut active = Some(endpoint.track());
-
-    let is_upgrade = downstream_upgrade.is_some();
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers, is_upgrade);
-    // The proxy answers `Expect: 100-continue` itself (hyper sends the 100
-    // when the body is first read), as Envoy does by default.
-    headers.remove(header::EXPECT);
-    if !headers.contains_key(&X_REQUEST_ID)
-        && let Ok(v) = HeaderValue::from_str(&request_id())
-    {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if conn.info.inbound {
-        headers.remove(&X_PEER_METADATA);
-        headers.remove(&X_PEER_METADATA_ID);
-    } else {
-        headers.insert(X_PEER_METADATA.clone(), conn.ctx.peer_header.clone());
-        headers.insert(X_PEER_METADATA_ID.clone(), conn.ctx.peer_id_header.clone());
-    }
-
-    let use_h2 = match cluster.model.protocol {
-        UpstreamProtocol::Http2 => true,
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::UseDownstream => conn.info.h2,
-    } && !is_upgrade;
-    let call = cluster.pools.send(&endpoint, use_h2, req);
-    let result = match f.timeout {
-        Some(t) => match tokio::time::timeout(t, call).await {
-            Ok(r) => r,
-            Err(_) => {
-                ex.flag(ResponseFlag::UpstreamRequestTimeout);
-                return reply(
-                    ex,
-                    local_reply(504, Some(ResponseFlag::UpstreamRequestTimeout), ""),
-                );
-            }
-        },
-        None => call.await,
-    };
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let (flag, detail) = match &e {
-                UpstreamError::Connect(_) => (
-                    ResponseFlag::UpstreamConnectionFailure,
-                    "connection failure",
-                ),
-                UpstreamError::Request(_) => (
-                    ResponseFlag::UpstreamConnectionTermination,
-                    "connection termination",
-                ),
-            };
-            ex.flag(flag);
-            ex.failure_reason(e.to_string());
-            tracing::debug!(cluster = cluster.model.name, upstream = %endpoint.address(), error = ?e, "upstream request failed");
-            return reply(ex, local_reply(503, Some(flag), detail));
-        }
-    };
-    ex.learn_upstream_peer(resp.headers());
-    let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if upgraded && let Some(down) = downstream_upgrade {
-        let up = hyper::upgrade::on(&mut resp);
-        if let Some(guard) = active.take() {
-            upgrade::tunnel(down, up, guard);
-        }
-    }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgraded);
-    if !conn.info.inbound {
-        parts.headers.remove(&X_PEER_METADATA);
-        parts.headers.remove(&X_PEER_METADATA_ID);
-    } else {
-        parts
-            .headers
-            .insert(X_PEER_METADATA.clone(), conn.ctx.peer_header.clone());
-        parts
-            .headers
-            .insert(X_PEER_METADATA_ID.clone(), conn.ctx.peer_id_header.clone());
-    }
-    if let Some(ms) = ex.upstream_elapsed_ms() {
-        parts
-            .headers
-            .insert(X_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(ms));
-    }
-    apply_response_headers(vh, route, &mut parts.headers);
-    // Keep the endpoint counted as busy until the response body ends.
-    let body = Observed::new(body, None, Box::new(move |_, _, _| drop(active)));
-    observe_response(ex, Response::from_parts(parts, body::boxed(body)))
-}
-
 /// A random request id in UUID v4 form.
-fn request_id() -> String {
+pub(super) fn request_id() -> String {
     let v: u128 = rand::random();
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let h = format!("{v:032x}");

@@ -22,6 +22,11 @@ use regex::Regex;
 
 use super::matcher::{HeaderMatch, StringMatcherModel, full_regex};
 use super::{CompileError, optional_duration};
+use crate::http::cors::{CORS_FILTER, CorsModel};
+use crate::http::fault::{FAULT_FILTER, FaultModel};
+use crate::http::mirror::MirrorModel;
+use crate::http::replay::DEFAULT_BUFFER_LIMIT;
+use crate::http::retry::RetryPolicy;
 
 /// A compiled route configuration.
 #[derive(Debug)]
@@ -43,6 +48,8 @@ pub struct VirtualHostModel {
     pub routes: Vec<Arc<RouteModel>>,
     /// Header changes for every route of this host.
     pub headers: HeaderMutations,
+    /// Send `x-envoy-attempt-count` upstream.
+    pub include_attempt_count: bool,
 }
 
 /// Header additions and removals, applied in Envoy's order (remove, then add).
@@ -157,6 +164,10 @@ pub struct RouteModel {
     pub action: RouteAction,
     /// Header changes for this route.
     pub headers: HeaderMutations,
+    /// Fault injection (the fault filter's per-route config).
+    pub fault: Option<FaultModel>,
+    /// CORS (the CORS filter's per-route config).
+    pub cors: Option<CorsModel>,
 }
 
 /// How the path is matched.
@@ -335,6 +346,26 @@ pub struct ForwardAction {
     pub host_rewrite: Option<http::HeaderValue>,
     /// Allowed upgrade types (websocket is always allowed, as in Istio).
     pub upgrades: Vec<String>,
+    /// Retries (`None`: one attempt only).
+    pub retry: Option<RetryPolicy>,
+    /// Request copies sent elsewhere.
+    pub mirrors: Vec<MirrorModel>,
+    /// Header changes of individual weighted clusters, by cluster name.
+    pub cluster_headers: Vec<(String, HeaderMutations)>,
+    /// Most request body bytes kept for retries.
+    pub buffer_limit: u64,
+    /// What keys the consistent-hash balancers (RING_HASH, MAGLEV).
+    pub hash_policy: super::hash_policy::HashPolicies,
+}
+
+impl ForwardAction {
+    /// The header changes of the chosen weighted cluster, if it has any.
+    pub fn headers_for(&self, cluster: &str) -> Option<&HeaderMutations> {
+        self.cluster_headers
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .map(|(_, h)| h)
+    }
 }
 
 /// A redirect action.
@@ -357,6 +388,8 @@ pub struct RedirectModel {
 }
 
 /// What a matched route does.
+// Routes are compiled once and shared behind an `Arc`: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RouteAction {
     /// Forward upstream.
@@ -468,13 +501,16 @@ fn compile_vhost(vh: &VirtualHost) -> Result<VirtualHostModel, CompileError> {
             &vh.response_headers_to_add,
             &vh.response_headers_to_remove,
         )?,
+        include_attempt_count: vh.include_request_attempt_count,
     })
 }
 
+#[allow(deprecated)] // `per_request_buffer_limit_bytes` is what control planes send.
 fn compile_route(r: &Route) -> Result<RouteModel, CompileError> {
     let matcher = RouteMatcher::compile(r.r#match.as_ref().ok_or("route without match")?)?;
     let action = match &r.action {
         Some(Action::Route(a)) => {
+            let mut cluster_headers = Vec::new();
             let clusters = match &a.cluster_specifier {
                 Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
                     ClusterChoice::Single(c.clone())
@@ -491,6 +527,17 @@ fn compile_route(r: &Route) -> Result<RouteModel, CompileError> {
                         })
                         .filter(|(_, w)| *w > 0)
                         .collect();
+                    for c in &w.clusters {
+                        let h = HeaderMutations::compile(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                        )?;
+                        if !h.is_empty() {
+                            cluster_headers.push((c.name.clone(), h));
+                        }
+                    }
                     let total: u32 = list.iter().map(|(_, w)| *w).sum();
                     if list.is_empty() || total == 0 {
                         return Err("weighted clusters with no positive weight".into());
@@ -534,6 +581,23 @@ fn compile_route(r: &Route) -> Result<RouteModel, CompileError> {
                     .iter()
                     .map(|u| u.upgrade_type.to_ascii_lowercase())
                     .collect(),
+                retry: a
+                    .retry_policy
+                    .as_ref()
+                    .map(RetryPolicy::compile)
+                    .transpose()
+                    .map_err(|e| format!("retry policy: {e}"))?,
+                mirrors: a
+                    .request_mirror_policies
+                    .iter()
+                    .map(MirrorModel::compile)
+                    .collect::<Result<_, _>>()?,
+                cluster_headers,
+                buffer_limit: r
+                    .per_request_buffer_limit_bytes
+                    .as_ref()
+                    .map_or(DEFAULT_BUFFER_LIMIT, |b| u64::from(b.value)),
+                hash_policy: super::hash_policy::HashPolicies::compile(&a.hash_policy)?,
             })
         }
         Some(Action::Redirect(rd)) => RouteAction::Redirect(compile_redirect(rd)?),
@@ -554,10 +618,22 @@ fn compile_route(r: &Route) -> Result<RouteModel, CompileError> {
         }
         other => return Err(format!("unsupported route action {other:?}")),
     };
+    let fault = r
+        .typed_per_filter_config
+        .get(FAULT_FILTER)
+        .map(FaultModel::compile)
+        .transpose()?;
+    let cors = r
+        .typed_per_filter_config
+        .get(CORS_FILTER)
+        .map(CorsModel::compile)
+        .transpose()?;
     Ok(RouteModel {
         name: r.name.clone(),
         matcher,
         action,
+        fault,
+        cors,
         headers: HeaderMutations::compile(
             &r.request_headers_to_add,
             &r.request_headers_to_remove,

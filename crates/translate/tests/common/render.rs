@@ -274,6 +274,29 @@ fn route(s: &mut String, r: &Route, indent: &str) {
             if let Some(h) = &a.host_rewrite_specifier {
                 let _ = write!(s, " host_rewrite={h:?}");
             }
+            if let Some(rp) = &a.retry_policy {
+                let _ = write!(
+                    s,
+                    " retries={}x[{}]{:?}",
+                    rp.num_retries.as_ref().map_or(1, |n| n.value),
+                    rp.retry_on,
+                    rp.retriable_status_codes
+                );
+                if let Some(t) = &rp.per_try_timeout {
+                    let _ = write!(s, " per_try={}", dur(Some(t)));
+                }
+                for p in &rp.retry_host_predicate {
+                    let _ = write!(s, " predicate={}", p.name);
+                }
+            }
+            for m in &a.request_mirror_policies {
+                let f = m
+                    .runtime_fraction
+                    .as_ref()
+                    .and_then(|f| f.default_value.as_ref())
+                    .map(|v| (v.numerator, v.denominator));
+                let _ = write!(s, " mirror={}@{f:?}", m.cluster);
+            }
         }
         Some(Action::Redirect(rd)) => {
             let _ = write!(
@@ -288,6 +311,19 @@ fn route(s: &mut String, r: &Route, indent: &str) {
         other => {
             let _ = write!(s, "{other:?}");
         }
+    }
+    let mut filters: Vec<(&String, &String)> = r
+        .typed_per_filter_config
+        .iter()
+        .map(|(k, v)| (k, &v.type_url))
+        .collect();
+    filters.sort();
+    for (name, type_url) in filters {
+        let _ = write!(
+            s,
+            " per_filter[{name}={}]",
+            type_url.rsplit('.').next().unwrap_or("")
+        );
     }
     for h in &r.request_headers_to_add {
         if let Some(hv) = &h.header {
