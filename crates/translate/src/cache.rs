@@ -154,7 +154,11 @@ pub fn generate_cached(
     let inbound = memos.inbound.get_or_init(key, || {
         let mut out = Generated::default();
         cluster::inbound(proxy, &ports, &mut out);
-        listener::inbound(&ports, &mut out);
+        listener::inbound(
+            &ports,
+            &crate::authn::inbound_mtls(snapshot, proxy),
+            &mut out,
+        );
         out
     });
     // Both parts stay alive in their memos, so their ids identify them.

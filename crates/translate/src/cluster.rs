@@ -319,7 +319,12 @@ fn assignment<'a>(
                 // HEALTHY = 1, UNHEALTHY = 2.
                 health_status: if e.healthy { 1 } else { 2 },
                 metadata: Some(Metadata {
-                    filter_metadata: [("istio".to_string(), istio)].into_iter().collect(),
+                    filter_metadata: crate::tls::sorted_metadata(
+                        [("istio".to_string(), istio)]
+                            .into_iter()
+                            .chain(e.has_sidecar.then(crate::tls::endpoint_tls_mode))
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 load_balancing_weight: u32_value(e.weight.max(1)),

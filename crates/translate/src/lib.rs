@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod authn;
 mod cache;
 mod cluster;
 mod delegate;
@@ -28,6 +29,7 @@ mod scope;
 mod snapshot;
 mod tcp_route;
 mod vs;
+mod tls;
 mod warnings;
 
 use std::collections::BTreeMap;
@@ -83,7 +85,8 @@ pub fn generate(snapshot: &MeshSnapshot, proxy: &ProxyMeta) -> Generated {
             cluster::outbound(snapshot, proxy, &scope, false, None, &mut out);
             cluster::inbound(proxy, &ports, &mut out);
             listener::outbound(snapshot, proxy, &scope, &mut out);
-            listener::inbound(&ports, &mut out);
+            let mtls = authn::inbound_mtls(snapshot, proxy);
+            listener::inbound(&ports, &mtls, &mut out);
             route::outbound(snapshot, proxy, &scope, &mut out);
         }
         ProxyKind::Proxyless => {

@@ -16,8 +16,8 @@ use meshwork_registry::{Protocol, Service};
 use meshwork_xds::pack;
 
 use crate::Generated;
+use crate::authn::{InboundMtls, Mtls};
 use crate::meta::ProxyMeta;
-use crate::snapshot::MeshSnapshot;
 use crate::names::{
     BLACK_HOLE, INBOUND_CAPTURE, INBOUND_PASSTHROUGH, OUTBOUND_CAPTURE, PASSTHROUGH,
     inbound_cluster, outbound_cluster,
@@ -27,6 +27,8 @@ use crate::pb::{
     u32_value,
 };
 use crate::scope::Scope;
+use crate::snapshot::MeshSnapshot;
+use crate::tls::INBOUND_MTLS_ALPNS;
 use crate::vs::default_route;
 
 /// What protocol detection reports for HTTP/1 and cleartext HTTP/2.
@@ -56,9 +58,9 @@ pub(crate) fn outbound(
 }
 
 /// A sidecar's `virtualInbound` listener for its own `ports` (from
-/// [`crate::cluster::inbound_ports`]).
-pub(crate) fn inbound(ports: &[(u16, Protocol)], out: &mut Generated) {
-    let vi = virtual_inbound(ports);
+/// [`crate::cluster::inbound_ports`]), with PeerAuthentication's `mtls`.
+pub(crate) fn inbound(ports: &[(u16, Protocol)], mtls: &InboundMtls, out: &mut Generated) {
+    let vi = virtual_inbound(ports, mtls);
     out.listeners.insert(vi.name.clone(), pack(&vi));
 }
 
@@ -244,10 +246,13 @@ fn inbound_http_chain(port: u16, app: &[&str]) -> FilterChain {
     )
 }
 
-/// `virtualInbound`: a chain per port of this proxy's workload (matched on
-/// the original destination port), loops to 15006 dropped, anything else
-/// passed through to its original destination.
-fn virtual_inbound(ports: &[(u16, Protocol)]) -> Listener {
+/// `virtualInbound`: chains per port of this proxy's workload (matched on
+/// the original destination port) as PeerAuthentication says — mTLS chains
+/// (TLS with Istio's ALPN, client certificate required) and/or plaintext
+/// ones; a STRICT port drops plaintext. Loops to 15006 are dropped, other
+/// traffic passes through to its original destination (over mTLS too,
+/// unless DISABLE; only over mTLS when the workload is STRICT).
+fn virtual_inbound(ports: &[(u16, Protocol)], mtls: &InboundMtls) -> Listener {
     let mut chains = vec![chain(
         "virtualInbound-blackhole",
         on_port(INBOUND_CAPTURE, &[]),
@@ -258,6 +263,37 @@ fn virtual_inbound(ports: &[(u16, Protocol)]) -> Listener {
             continue;
         }
         let cluster = inbound_cluster(port);
+        let mode = mtls.for_port(port);
+        if mode != Mtls::Disable {
+            let (mut c, alpn) = if protocol.is_http() {
+                (
+                    inbound_http_chain(port, &INBOUND_MTLS_ALPNS),
+                    &["h2", "http/1.1"][..],
+                )
+            } else {
+                let c = chain(
+                    &format!("0.0.0.0_{port}-tcp"),
+                    on_port(port, &INBOUND_MTLS_ALPNS),
+                    tcp_proxy(&cluster, &cluster),
+                );
+                (c, &["istio-peer-exchange", "h2", "http/1.1"][..])
+            };
+            c.name = format!("{}-mtls", c.name);
+            if let Some(m) = &mut c.filter_chain_match {
+                m.transport_protocol = "tls".into();
+            }
+            c.transport_socket = Some(crate::tls::inbound_socket(alpn));
+            chains.push(c);
+        }
+        if mode == Mtls::Strict {
+            // Whatever is not mTLS on this port is dropped.
+            chains.push(chain(
+                &format!("0.0.0.0_{port}-plaintext-refused"),
+                on_port(port, &[]),
+                tcp_proxy(BLACK_HOLE, BLACK_HOLE),
+            ));
+            continue;
+        }
         if protocol.is_http() {
             chains.push(inbound_http_chain(port, &[]));
         } else {
@@ -271,6 +307,36 @@ fn virtual_inbound(ports: &[(u16, Protocol)]) -> Listener {
             ));
         }
     }
+    if mtls.workload != Mtls::Disable {
+        let mut c = chain(
+            "virtualInbound-catchall-mtls",
+            Some(FilterChainMatch {
+                transport_protocol: "tls".into(),
+                application_protocols: INBOUND_MTLS_ALPNS.map(String::from).to_vec(),
+                ..Default::default()
+            }),
+            tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
+        );
+        c.transport_socket = Some(crate::tls::inbound_socket(&[
+            "istio-peer-exchange",
+            "h2",
+            "http/1.1",
+        ]));
+        chains.push(c);
+    }
+    let passthrough = if mtls.workload == Mtls::Strict {
+        chain(
+            "virtualInbound-plaintext-refused",
+            None,
+            tcp_proxy(BLACK_HOLE, BLACK_HOLE),
+        )
+    } else {
+        chain(
+            "InboundPassthroughFilterChain",
+            None,
+            tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
+        )
+    };
     let original_dst = ListenerFilter {
         name: "envoy.filters.listener.original_dst".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
@@ -284,11 +350,7 @@ fn virtual_inbound(ports: &[(u16, Protocol)]) -> Listener {
         traffic_direction: 1, // INBOUND
         listener_filters: vec![original_dst],
         filter_chains: chains,
-        default_filter_chain: Some(chain(
-            "InboundPassthroughFilterChain",
-            None,
-            tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
-        )),
+        default_filter_chain: Some(passthrough),
         ..Default::default()
     }
 }

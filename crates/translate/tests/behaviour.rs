@@ -146,7 +146,8 @@ fn inbound_clusters_only_for_the_proxys_own_ports() {
                 .map(|p| p.value)
         })
         .collect();
-    assert_eq!(ports, [15006, 9080]);
+    // 9080 twice: PERMISSIVE (the default) has an mTLS and a plaintext chain.
+    assert_eq!(ports, [15006, 9080, 9080]);
     // A client that no service selects has no inbound ports.
     let g = generate(&snap, &common::proxyless("default"));
     assert!(g.clusters.keys().all(|k| !k.starts_with("inbound|")));

@@ -128,6 +128,12 @@ fn chain(s: &mut String, what: &str, c: &FilterChain) {
         if !m.application_protocols.is_empty() {
             let _ = write!(s, " alpn={:?}", m.application_protocols);
         }
+        if !m.transport_protocol.is_empty() {
+            let _ = write!(s, " transport={}", m.transport_protocol);
+        }
+    }
+    if let Some(ts) = &c.transport_socket {
+        let _ = write!(s, " socket={}", ts.name);
     }
     s.push_str(" -> ");
     for f in &c.filters {
@@ -396,6 +402,17 @@ fn cluster(s: &mut String, c: &Cluster) {
     s.push('\n');
     if let Some(la) = &c.load_assignment {
         assignment(s, la, "  ");
+    if let Some(ts) = &c.transport_socket {
+        let _ = write!(s, " socket={}", ts.name);
+    }
+    if !c.transport_socket_matches.is_empty() {
+        let names: Vec<&str> = c
+            .transport_socket_matches
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let _ = write!(s, " socket_matches={names:?}");
+    }
     }
 }
 
