@@ -30,6 +30,22 @@ pub(crate) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
+/// The `retryOn` conditions Meshwork's proxy enforces.
+pub(crate) const RETRY_ON_SUPPORTED: [&str; 12] = [
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "refused-stream",
+    "retriable-4xx",
+    "reset",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "resource-exhausted",
+    "unavailable",
+    "internal",
+];
+
 /// Istio's default retry policy: 2 retries on connection failures, refused
 /// streams, gRPC unavailable/cancelled and 503, on a host not tried yet.
 pub(crate) fn default_retry() -> RetryPolicy {
@@ -66,7 +82,10 @@ pub(crate) fn retry(r: Option<&HttpRetry>) -> Option<RetryPolicy> {
         for token in on.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             match token.parse::<u32>() {
                 Ok(code) => codes.push(code),
-                Err(_) => policies.push(token.to_string()),
+                // Conditions the proxy cannot observe are left out (and
+                // reported by `crate::warnings`).
+                Err(_) if RETRY_ON_SUPPORTED.contains(&token) => policies.push(token.to_string()),
+                Err(_) => {}
             }
         }
         if !codes.is_empty() && !policies.iter().any(|p| p == "retriable-status-codes") {

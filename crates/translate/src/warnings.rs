@@ -68,6 +68,18 @@ fn virtual_service(
                 "not enforced: retries may go to any locality",
             );
         }
+        let on = h.retries.as_ref().and_then(|r| r.retry_on.as_deref());
+        for token in on.into_iter().flat_map(|o| o.split(',')).map(str::trim) {
+            if !token.is_empty()
+                && token.parse::<u32>().is_err()
+                && !crate::policy::RETRY_ON_SUPPORTED.contains(&token)
+            {
+                warn(
+                    format!("{at}.retries.retryOn"),
+                    "condition not enforced (left out): retries never happen for it",
+                );
+            }
+        }
         for (j, m) in h.r#match.iter().enumerate() {
             if m.stat_prefix.is_some() {
                 warn(
@@ -110,7 +122,7 @@ mod tests {
 
     #[test]
     fn unenforced_fields_and_missing_delegate_are_reported() {
-        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{statPrefix: s, uri: {prefix: /a}}]\n    retries: {attempts: 2, retryRemoteLocalities: true}\n    route: [{destination: {host: reviews}}]\n  - delegate: {name: missing}\n";
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{statPrefix: s, uri: {prefix: /a}}]\n    retries: {attempts: 2, retryRemoteLocalities: true, retryOn: \"5xx,envoy-ratelimited\"}\n    route: [{destination: {host: reviews}}]\n  - delegate: {name: missing}\n";
         let loaded = meshwork_config::load_str("w.yaml".as_ref(), yaml);
         assert_eq!(loaded.resources.len(), 1, "{:?}", loaded.diagnostics);
         let snap = MeshSnapshot::new(1, loaded.resources, Default::default());

@@ -142,3 +142,76 @@ fn pseudo_header_matches() {
     let (snap, instances) = common::snapshot(common::load(&["bookinfo.yaml"], vs));
     every_proxy(&snap, &instances, "pseudo-headers");
 }
+
+/// Every VirtualService route policy translate emits (retries, timeouts,
+/// faults, mirrors, CORS, per-destination headers, redirects with derived
+/// ports, delegates, TCP and TLS routes) compiles in the proxy.
+#[test]
+fn route_policies() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /d}}]
+    delegate: {name: reviews-delegate}
+  - match: [{uri: {regex: "/r/[0-9]+"}, ignoreUriCase: true, withoutHeaders: {x-a: {}}}]
+    timeout: 2s
+    retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "5xx,gateway-error,reset,retriable-4xx,409,envoy-ratelimited", backoff: 50ms, retryIgnorePreviousHosts: false}
+    fault: {delay: {fixedDelay: 1s, percentage: {value: 0.5}}, abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}
+    mirror: {host: ratings}
+    mirrorPercentage: {value: 12.5}
+    mirrors: [{destination: {host: details}, percentage: {value: 0}}, {destination: {host: details, subset: v1}}]
+    corsPolicy: {allowOrigins: [{regex: "https://.*\\.example"}], allowMethods: [GET], maxAge: 1m, unmatchedPreflights: IGNORE}
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 60, headers: {request: {set: {x-v: "1"}}, response: {remove: [x-r]}}}
+    - {destination: {host: reviews, subset: v2}, weight: 40}
+  - match: [{uri: {prefix: /redir}}]
+    redirect: {authority: other, derivePort: FROM_REQUEST_PORT, scheme: https}
+  - route: [{destination: {host: reviews, subset: v3}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-delegate}
+spec:
+  http:
+  - match: [{uri: {prefix: /d/x}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v2}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: 10.0.0.77
+  ports: [{name: tcp, port: 3306}, {name: tls, port: 3443}]
+  selector: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db, db.example]
+  tcp:
+  - match: [{port: 3306, destinationSubnets: [10.0.0.0/24]}]
+    route: [{destination: {host: db, port: {number: 3306}}, weight: 50}, {destination: {host: reviews, port: {number: 9080}}, weight: 50}]
+  tls:
+  - match: [{port: 3443, sniHosts: [db.example]}]
+    route: [{destination: {host: db, port: {number: 3443}}}]
+"#;
+    let (snap, instances) = common::snapshot(common::load(
+        &["bookinfo.yaml", "destination-rule-all.yaml"],
+        yaml,
+    ));
+    every_proxy(&snap, &instances, "route policies");
+    let warnings: Vec<String> = meshwork_translate::warnings(&snap)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("retries.retryOn")),
+        "{warnings:?}"
+    );
+}
