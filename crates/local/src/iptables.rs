@@ -239,13 +239,20 @@ pub fn cleanup_script(current_nat: &str) -> String {
             out.push('\n');
         }
     }
-    for c in CHAINS {
-        if current_nat
-            .lines()
-            .any(|l| l.starts_with(&format!(":{c} ")))
-        {
-            out.push_str(&format!("-F {c}\n-X {c}\n"));
-        }
+    // Flush every chain before deleting any: they jump to each other.
+    let present: Vec<&str> = CHAINS
+        .into_iter()
+        .filter(|c| {
+            current_nat
+                .lines()
+                .any(|l| l.starts_with(&format!(":{c} ")))
+        })
+        .collect();
+    for c in &present {
+        out.push_str(&format!("-F {c}\n"));
+    }
+    for c in &present {
+        out.push_str(&format!("-X {c}\n"));
     }
     out.push_str("COMMIT\n");
     out
@@ -414,7 +421,10 @@ mod tests {
         };
         let r = rules(&s).unwrap();
         assert!(!r.iter().any(|l| l.starts_with("-A PREROUTING")));
-        assert!(!r.iter().any(|l| l.contains("-A ISTIO_OUTPUT") && l.ends_with("ISTIO_IN_REDIRECT")));
+        assert!(
+            !r.iter()
+                .any(|l| l.contains("-A ISTIO_OUTPUT") && l.ends_with("ISTIO_IN_REDIRECT"))
+        );
     }
 
     #[test]
@@ -456,8 +466,14 @@ mod tests {
         assert!(clean.contains("-D PREROUTING -p tcp -j ISTIO_INBOUND\n"));
         assert!(clean.contains("-D OUTPUT -p tcp -j ISTIO_OUTPUT\n"));
         assert!(!clean.contains("1.2.3.4"));
-        for c in CHAINS {
-            assert!(clean.contains(&format!("-F {c}\n-X {c}\n")));
-        }
+        let last_flush = CHAINS
+            .iter()
+            .map(|c| clean.find(&format!("-F {c}\n")).unwrap())
+            .max();
+        let first_delete = CHAINS
+            .iter()
+            .map(|c| clean.find(&format!("-X {c}\n")).unwrap())
+            .min();
+        assert!(last_flush < first_delete, "{clean}");
     }
 }
