@@ -162,6 +162,18 @@ async fn timeouts_cut_slow_backends() {
         start.elapsed()
     );
     assert_eq!(attempts(&live, "/delay/4000").len(), 3);
+    // The route timeout spans the response body: headers in time, a body
+    // that would come late is cut.
+    let start = Instant::now();
+    let err = live
+        .try_get(8080, "web:8080", "/drip/5000", &[("x-policy", "timeout")])
+        .await;
+    assert!(err.is_err(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     let m = live.metrics().await;
     assert_eq!(
         requests_total(&m, &["response_code=\"504\"", "UT"]),

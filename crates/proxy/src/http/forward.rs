@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use meshwork_telemetry::ResponseFlag;
 use tokio::time::Instant;
 
+use super::deadline::Deadline;
 use super::exchange::Exchange;
 use super::headers::{
     X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME,
@@ -271,7 +272,7 @@ pub(super) async fn forward(
         return match (result, failed) {
             (Some(Ok(resp)), _) => {
                 drop(retry_permit);
-                let mut resp = finish(&conn, ex, resp, active, downstream_upgrade, &plan);
+                let mut resp = finish(&conn, ex, resp, active, downstream_upgrade, &plan, deadline);
                 if let Some(cookie) = affinity.set_cookie {
                     resp.headers_mut().append(header::SET_COOKIE, cookie);
                 }
@@ -325,6 +326,7 @@ fn finish(
     active: crate::balance::ActiveGuard,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     plan: &Plan<'_>,
+    deadline: Option<Instant>,
 ) -> Response<ProxyBody> {
     ex.learn_upstream_peer(resp.headers());
     ex.learn_upstream_tls(resp.extensions());
@@ -365,6 +367,11 @@ fn finish(
         }
     }
     // Keep the endpoint counted as busy until the response body ends.
+    // The route timeout spans the response body too (not for upgrades).
+    let body = match deadline.filter(|_| !upgraded) {
+        Some(d) => body::boxed(Deadline::new(body, d)),
+        None => body::boxed(body),
+    };
     let body = Observed::new(body, None, Box::new(move |_, _, _| drop(active)));
     observe_response(ex, Response::from_parts(parts, body::boxed(body)))
 }

@@ -1,6 +1,7 @@
 //! HTTP/1.1 and HTTP/2 serving of downstream connections.
 
 pub mod cors;
+pub mod deadline;
 mod exchange;
 pub mod fault;
 mod forward;

@@ -336,6 +336,38 @@ impl Live {
             .expect("no answer within 30 s")
     }
 
+    /// A GET through the proxy whose response body may fail: the body, or
+    /// why it could not be read.
+    pub async fn try_get(
+        &self,
+        port: u16,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Bytes), String> {
+        let addr = self.listeners[&port];
+        let mut b = http::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .header("host", host);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::new())).unwrap();
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("no answer within 30 s")
+    }
+
     /// A GET through the proxy.
     pub async fn get(&self, port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
         self.send("GET", port, host, path, headers, "").await
@@ -467,11 +499,26 @@ pub async fn http_backend(workload: &str, slow: Option<Duration>) -> Backend {
                             parts.method,
                             body.len()
                         );
+                        let body = match segs.as_slice() {
+                            // Headers now, the body only after `ms`.
+                            ["", "drip", ms] => {
+                                let ms = ms.parse().unwrap_or(0);
+                                let chunk = async move {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                        Bytes::from(text),
+                                    ))
+                                };
+                                http_body_util::StreamBody::new(futures::stream::once(chunk))
+                                    .boxed()
+                            }
+                            _ => Full::new(Bytes::from(text)).boxed(),
+                        };
                         let resp = hyper::Response::builder()
                             .status(status)
                             .header("x-backend", name.as_str())
                             .header("x-app", "1")
-                            .body(Full::new(Bytes::from(text)))
+                            .body(body)
                             .unwrap();
                         Ok::<_, std::convert::Infallible>(resp)
                     }
