@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use meshwork_telemetry::{AccessLogger, IstioMetrics, PeerMetadata};
+use meshwork_telemetry::metrics::Label;
+use meshwork_telemetry::{AccessLogger, IstioMetrics, PeerMetadata, RequestLabels};
 use tokio::sync::Semaphore;
 
 use crate::drain::Drain;
@@ -25,6 +26,8 @@ pub struct ProxyCtx {
     pub peer: PeerMetadata,
     /// `peer` encoded once as the `x-envoy-peer-metadata` header value.
     pub peer_header: http::HeaderValue,
+    /// This workload's side of the request metric labels, computed once.
+    pub labels: LabelTemplates,
     /// `x-envoy-peer-metadata-id` value (the node id).
     pub peer_id_header: http::HeaderValue,
     /// Drain signal and connection tracking.
@@ -83,6 +86,7 @@ impl ProxyCtx {
             .unwrap_or_else(|_| http::HeaderValue::from_static(""));
         let peer_id_header = http::HeaderValue::from_str(&identity.node_id)
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        let labels = LabelTemplates::new(&peer);
         Arc::new(ProxyCtx {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             tables,
@@ -91,10 +95,86 @@ impl ProxyCtx {
             limits,
             identity,
             peer,
+            labels,
             peer_header,
             peer_id_header,
             drain,
             mesh_tls: std::sync::OnceLock::new(),
         })
     }
+}
+
+// === request metric labels ===
+
+/// A peer's seven workload labels (Istio's `source_*` / `destination_*`).
+pub(crate) struct PeerLabels {
+    workload: Label,
+    namespace: Label,
+    app: Label,
+    version: Label,
+    canonical_service: Label,
+    canonical_revision: Label,
+    cluster: Label,
+}
+
+impl PeerLabels {
+    /// The labels of a peer's metadata (`unknown` where it is empty).
+    pub(crate) fn of(p: &PeerMetadata) -> Self {
+        PeerLabels {
+            workload: Label::or_unknown(&p.workload_name),
+            namespace: Label::or_unknown(&p.namespace),
+            app: Label::or_unknown(&p.app),
+            version: Label::or_unknown(&p.version),
+            canonical_service: Label::or_unknown(&p.canonical_service),
+            canonical_revision: Label::or_unknown(&p.canonical_revision),
+            cluster: Label::or_unknown(&p.cluster_id),
+        }
+    }
+}
+
+/// This proxy's side of every request's labels, computed once per proxy.
+#[derive(Debug)]
+pub struct LabelTemplates {
+    /// Outbound (reporter `source`): the source is this workload.
+    pub outbound: RequestLabels,
+    /// Inbound (reporter `destination`): the destination is this workload.
+    pub inbound: RequestLabels,
+}
+
+impl LabelTemplates {
+    /// The templates for this workload.
+    pub fn new(me: &PeerMetadata) -> Self {
+        let peer = PeerLabels::of(me);
+        let mut outbound = RequestLabels::unknown();
+        outbound.reporter = Label::intern("source");
+        fill_source_from(&mut outbound, &peer);
+        let mut inbound = RequestLabels::unknown();
+        inbound.reporter = Label::intern("destination");
+        fill_destination_from(&mut inbound, &peer);
+        inbound.destination_service_namespace = Label::intern(&me.namespace);
+        inbound.connection_security_policy = Label::intern("none");
+        LabelTemplates { outbound, inbound }
+    }
+}
+
+/// Sets the `source_*` workload labels.
+pub(crate) fn fill_source_from(l: &mut RequestLabels, p: &PeerLabels) {
+    l.source_workload = p.workload.clone();
+    l.source_workload_namespace = p.namespace.clone();
+    l.source_app = p.app.clone();
+    l.source_version = p.version.clone();
+    l.source_canonical_service = p.canonical_service.clone();
+    l.source_canonical_revision = p.canonical_revision.clone();
+    l.source_cluster = p.cluster.clone();
+}
+
+/// Sets the `destination_*` workload labels.
+pub(crate) fn fill_destination_from(l: &mut RequestLabels, p: &PeerLabels) {
+    l.destination_workload = p.workload.clone();
+    l.destination_workload_namespace = p.namespace.clone();
+    l.destination_app = p.app.clone();
+    l.destination_version = p.version.clone();
+    l.destination_canonical_service = p.canonical_service.clone();
+    l.destination_canonical_revision = p.canonical_revision.clone();
+    l.destination_cluster = p.cluster.clone();
 }

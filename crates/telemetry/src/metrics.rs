@@ -18,8 +18,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
+mod label;
 #[cfg(test)]
 mod tests;
+
+pub use label::Label;
 
 /// Content type of what [`IstioMetrics::encode`] produces (OpenMetrics text,
 /// which Prometheus scrapes natively).
@@ -47,35 +50,36 @@ pub const BYTES_BUCKETS: [f64; 10] = [
 
 /// Istio's labels for the request metrics (`istio_requests_total`,
 /// `istio_request_duration_milliseconds`, `istio_request_bytes`,
-/// `istio_response_bytes`). Field names are the label names.
+/// `istio_response_bytes`). Field names are the label names; values are
+/// shared [`Label`]s so a precomputed set is cheap to copy per request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Default)]
 #[allow(missing_docs)] // each field is the Istio label of the same name
 pub struct RequestLabels {
-    pub reporter: String,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_cluster: String,
-    pub source_canonical_service: String,
-    pub source_canonical_revision: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
-    pub destination_canonical_service: String,
-    pub destination_canonical_revision: String,
-    pub destination_cluster: String,
-    pub request_protocol: String,
-    pub response_code: String,
-    pub grpc_response_status: String,
-    pub response_flags: String,
-    pub connection_security_policy: String,
+    pub reporter: Label,
+    pub source_workload: Label,
+    pub source_workload_namespace: Label,
+    pub source_principal: Label,
+    pub source_app: Label,
+    pub source_version: Label,
+    pub source_cluster: Label,
+    pub source_canonical_service: Label,
+    pub source_canonical_revision: Label,
+    pub destination_workload: Label,
+    pub destination_workload_namespace: Label,
+    pub destination_principal: Label,
+    pub destination_app: Label,
+    pub destination_version: Label,
+    pub destination_service: Label,
+    pub destination_service_name: Label,
+    pub destination_service_namespace: Label,
+    pub destination_canonical_service: Label,
+    pub destination_canonical_revision: Label,
+    pub destination_cluster: Label,
+    pub request_protocol: Label,
+    pub response_code: Label,
+    pub grpc_response_status: Label,
+    pub response_flags: Label,
+    pub connection_security_policy: Label,
 }
 
 /// Istio's labels for the TCP metrics (`istio_tcp_*`). Like
@@ -119,14 +123,14 @@ impl RequestLabels {
     pub fn unknown() -> Self {
         let mut l = Self::default();
         for v in l.values_mut() {
-            v.push_str(UNKNOWN);
+            *v = Label::unknown();
         }
-        l.response_flags = "-".to_string();
-        l.grpc_response_status = String::new();
+        l.response_flags = Label::intern("-");
+        l.grpc_response_status = Label::default();
         l
     }
 
-    fn values_mut(&mut self) -> [&mut String; 25] {
+    fn values_mut(&mut self) -> [&mut Label; 25] {
         [
             &mut self.reporter,
             &mut self.source_workload,
@@ -201,6 +205,29 @@ impl TcpLabels {
     }
 }
 
+/// A label value type that [`escaped`] can rewrite.
+trait EscapeValue {
+    /// Escapes in place; `true` when anything changed.
+    fn escape(&mut self) -> bool;
+}
+
+impl EscapeValue for String {
+    fn escape(&mut self) -> bool {
+        escape_value(self)
+    }
+}
+
+impl EscapeValue for Label {
+    fn escape(&mut self) -> bool {
+        let mut s = self.as_str().to_string();
+        let changed = escape_value(&mut s);
+        if changed {
+            *self = Label::from(s);
+        }
+        changed
+    }
+}
+
 /// prometheus-client writes label values verbatim, and some come from peers
 /// (metadata headers). Escape `\`, `"` and newlines once per new series.
 fn escape_value(v: &mut String) -> bool {
@@ -221,14 +248,14 @@ fn escape_value(v: &mut String) -> bool {
 }
 
 /// Escaped copy of a label set, or `None` when it needs no escaping.
-fn escaped<L: Clone, const N: usize>(
+fn escaped<L: Clone, V: EscapeValue, const N: usize>(
     labels: &L,
-    values_mut: impl FnOnce(&mut L) -> [&mut String; N],
+    values_mut: impl FnOnce(&mut L) -> [&mut V; N],
 ) -> Option<L> {
     let mut copy = labels.clone();
     let mut changed = false;
     for v in values_mut(&mut copy) {
-        changed |= escape_value(v);
+        changed |= v.escape();
     }
     changed.then_some(copy)
 }

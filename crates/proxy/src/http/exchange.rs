@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
+use meshwork_telemetry::metrics::Label;
 use meshwork_telemetry::{
     AccessLogEntry, PEER_METADATA_HEADER, PeerMetadata, RequestLabels, ResponseFlag, ResponseFlags,
 };
 
 use crate::balance::Endpoint;
-use crate::ctx::ProxyCtx;
+use crate::ctx::{PeerLabels, ProxyCtx, fill_destination_from, fill_source_from};
 
 /// Facts about the downstream connection.
 #[derive(Clone, Debug)]
@@ -83,45 +84,42 @@ impl Exchange {
                 ..Default::default()
             })
         });
-        let mut labels = RequestLabels::unknown();
-        let me = &ctx.peer;
+        // This proxy's own side of the labels was computed once (see
+        // `LabelTemplates`); copying it only bumps reference counts.
+        let mut labels = if info.inbound {
+            ctx.labels.inbound.clone()
+        } else {
+            ctx.labels.outbound.clone()
+        };
         let protocol = if crate::model::route::is_grpc(&parts.headers) {
             "grpc"
         } else {
             "http"
         };
-        labels.request_protocol = protocol.into();
+        labels.request_protocol = Label::intern(protocol);
         let service_host = host.rsplit_once(':').map_or(host, |(h, _)| h);
         if info.inbound {
-            labels.reporter = "destination".into();
-            fill_destination_from(&mut labels, me);
             // Principals come from verified peer certificates (mTLS); on
             // plaintext connections Istio reports them as unknown.
-            labels.destination_service = service_host.to_string();
-            labels.destination_service_name = service_host
-                .split('.')
-                .next()
-                .unwrap_or("unknown")
-                .to_string();
-            labels.destination_service_namespace = me.namespace.clone();
-            labels.connection_security_policy = "none".into();
-            if let Some(peer) =
-                header(PEER_METADATA_HEADER).and_then(|v| PeerMetadata::from_header_value(&v))
+            labels.destination_service = Label::intern(service_host);
+            labels.destination_service_name =
+                Label::intern(service_host.split('.').next().unwrap_or("unknown"));
+            if let Some(peer) = parts
+                .headers
+                .get(PEER_METADATA_HEADER)
+                .and_then(peer_labels)
             {
                 fill_source_from(&mut labels, &peer);
-                labels.source_principal = "unknown".into();
+                labels.source_principal = Label::unknown();
             }
             if let Some(p) = &info.peer_principal {
                 // A verified client certificate: Istio's mTLS labels.
-                labels.source_principal = p.to_string().into();
-                labels.connection_security_policy = "mutual_tls".into();
+                labels.source_principal = Label::intern(p);
+                labels.connection_security_policy = Label::intern("mutual_tls");
                 if let Some(me) = ctx.mesh_tls.get().and_then(|m| m.id()) {
-                    labels.destination_principal = me.into();
+                    labels.destination_principal = Label::intern(&me);
                 }
             }
-        } else {
-            labels.reporter = "source".into();
-            fill_source_from(&mut labels, me);
         }
         Exchange {
             ctx,
@@ -157,23 +155,24 @@ impl Exchange {
             let (_dir, _port, _subset, host) =
                 (parts.next(), parts.next(), parts.next(), parts.next());
             if let Some(host) = host {
-                self.labels.destination_service = host.to_string();
+                self.labels.destination_service = Label::intern(host);
                 let mut labels = host.split('.');
                 self.labels.destination_service_name =
-                    labels.next().unwrap_or("unknown").to_string();
+                    Label::intern(labels.next().unwrap_or("unknown"));
                 if host.ends_with(".svc.cluster.local") || host.split('.').count() > 2 {
                     self.labels.destination_service_namespace =
-                        labels.next().unwrap_or("unknown").to_string();
+                        Label::intern(labels.next().unwrap_or("unknown"));
                 }
             }
             if let Some(w) = &endpoint.model.workload {
-                self.labels.destination_workload = or_unknown(&w.workload);
-                self.labels.destination_workload_namespace = or_unknown(&w.namespace);
-                self.labels.destination_app = or_unknown(&w.app);
-                self.labels.destination_version = or_unknown(&w.version);
-                self.labels.destination_canonical_service = or_unknown(&w.app);
-                self.labels.destination_canonical_revision = or_unknown(&w.version);
-                self.labels.destination_cluster = or_unknown(&w.cluster);
+                let l = &mut self.labels;
+                l.destination_workload = Label::or_unknown(&w.workload);
+                l.destination_workload_namespace = Label::or_unknown(&w.namespace);
+                l.destination_app = Label::or_unknown(&w.app);
+                l.destination_version = Label::or_unknown(&w.version);
+                l.destination_canonical_service = Label::or_unknown(&w.app);
+                l.destination_canonical_revision = Label::or_unknown(&w.version);
+                l.destination_cluster = Label::or_unknown(&w.cluster);
             }
         }
     }
@@ -184,11 +183,7 @@ impl Exchange {
         if self.labels.reporter != "source" {
             return;
         }
-        if let Some(peer) = headers
-            .get(PEER_METADATA_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(PeerMetadata::from_header_value)
-        {
+        if let Some(peer) = headers.get(PEER_METADATA_HEADER).and_then(peer_labels) {
             fill_destination_from(&mut self.labels, &peer);
         }
     }
@@ -200,9 +195,9 @@ impl Exchange {
             return;
         };
         if self.labels.reporter == "source" {
-            self.labels.destination_principal = p.0.to_string().into();
+            self.labels.destination_principal = Label::intern(&p.0);
             if let Some(me) = self.ctx.mesh_tls.get().and_then(|m| m.id()) {
-                self.labels.source_principal = me.into();
+                self.labels.source_principal = Label::intern(&me);
             }
         }
         if let Some(e) = &mut self.entry {
@@ -240,10 +235,12 @@ impl Exchange {
         let duration = self.start.elapsed();
         let request_bytes = self.request_bytes.load(Ordering::Relaxed);
         let mut labels = std::mem::take(&mut self.labels);
-        labels.response_code = status.to_string();
-        labels.response_flags = self.flags.to_string();
+        labels.response_code = status_label(status);
+        if !self.flags.is_empty() {
+            labels.response_flags = Label::intern(&self.flags.to_string());
+        }
         if let Some(g) = grpc_status {
-            labels.grpc_response_status = g.to_string();
+            labels.grpc_response_status = Label::intern(g);
         }
         self.ctx
             .metrics
@@ -281,22 +278,42 @@ pub(crate) fn or_unknown(s: &str) -> String {
     }
 }
 
-fn fill_source_from(l: &mut RequestLabels, p: &PeerMetadata) {
-    l.source_workload = or_unknown(&p.workload_name);
-    l.source_workload_namespace = or_unknown(&p.namespace);
-    l.source_app = or_unknown(&p.app);
-    l.source_version = or_unknown(&p.version);
-    l.source_canonical_service = or_unknown(&p.canonical_service);
-    l.source_canonical_revision = or_unknown(&p.canonical_revision);
-    l.source_cluster = or_unknown(&p.cluster_id);
+/// Peer metadata headers decoded lately on this thread: a peer sends the
+/// same value on every request, so decoding (base64 + protobuf) happens
+/// once per distinct value, not per request.
+const PEER_CACHE: usize = 8;
+
+thread_local! {
+    static PEERS: std::cell::RefCell<Vec<(http::HeaderValue, Arc<PeerLabels>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn fill_destination_from(l: &mut RequestLabels, p: &PeerMetadata) {
-    l.destination_workload = or_unknown(&p.workload_name);
-    l.destination_workload_namespace = or_unknown(&p.namespace);
-    l.destination_app = or_unknown(&p.app);
-    l.destination_version = or_unknown(&p.version);
-    l.destination_canonical_service = or_unknown(&p.canonical_service);
-    l.destination_canonical_revision = or_unknown(&p.canonical_revision);
-    l.destination_cluster = or_unknown(&p.cluster_id);
+/// The labels of an `x-envoy-peer-metadata` value, if it decodes.
+fn peer_labels(v: &http::HeaderValue) -> Option<Arc<PeerLabels>> {
+    if let Some(hit) = PEERS.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| k.as_bytes() == v.as_bytes())
+            .map(|(_, l)| l.clone())
+    }) {
+        return Some(hit);
+    }
+    let peer = PeerMetadata::from_header_value(v.to_str().ok()?)?;
+    let labels = Arc::new(PeerLabels::of(&peer));
+    PEERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= PEER_CACHE {
+            c.remove(0);
+        }
+        c.push((v.clone(), labels.clone()));
+    });
+    Some(labels)
+}
+
+/// `response_code` for a status, without formatting per request.
+fn status_label(status: u16) -> Label {
+    match http::StatusCode::from_u16(status) {
+        Ok(s) => Label::intern(s.as_str()),
+        Err(_) => Label::intern(&status.to_string()),
+    }
 }

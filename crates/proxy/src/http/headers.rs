@@ -20,26 +20,35 @@ pub static X_PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-m
 /// The peer's node id.
 pub static X_PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Headers that belong to one connection and are never forwarded (RFC 9110
 /// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for n in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+    // Static names: no parsing per request.
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING] {
         headers.remove(n);
     }
     if !keep_upgrade {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
+    }
+    if !headers.contains_key(header::TE) {
+        return;
     }
     let te_trailers = headers
         .get(header::TE)
@@ -52,6 +61,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// A random `x-request-id` in UUID v4 form, formatted into one stack
+/// buffer (no intermediate strings on the request path).
+pub fn request_id_value() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let v: u128 = rand::random();
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+        j += 1;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute URIs) or `Host`.
@@ -132,6 +160,25 @@ mod tests {
                 .to_str()
                 .unwrap()
                 .starts_with("UH ")
+        );
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = request_id_value();
+        let b = request_id_value();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        let groups: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(s.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
+        assert!(groups[2].starts_with('4'), "{s}");
+        assert!(
+            matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "{s}"
         );
     }
 }
