@@ -148,10 +148,12 @@ async fn clusters(State(s): State<AdminState>) -> String {
             out.push_str(&format!(
                 "{name}::{}::health_flags::{}\n{name}::{}::rq_active::{}\n{name}::{}::weight::{}\n",
                 e.address(),
-                if e.model.healthy {
-                    "healthy"
-                } else {
+                if !e.model.healthy {
                     "/failed_eds_health"
+                } else if e.outlier.is_ejected() {
+                    "/failed_outlier_check"
+                } else {
+                    "healthy"
                 },
                 e.address(),
                 e.active.load(Ordering::Relaxed),
@@ -246,9 +248,14 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
                 "lb_policy": format!("{:?}", c.model.lb),
                 "protocol": format!("{:?}", c.model.protocol),
                 "connect_timeout_ms": c.model.connect_timeout.as_millis() as u64,
+                "policy": c.model.policy.dump(),
                 "endpoints": c.endpoints().all.iter().map(|e| json!({
                     "address": e.address().to_string(),
                     "healthy": e.model.healthy,
+                    "outlier_ejected": e.outlier.is_ejected(),
+                    "ejections": e.outlier.ejections(),
+                    "locality": e.model.locality,
+                    "priority": e.model.priority,
                     "weight": e.model.weight,
                     "active_requests": e.active.load(Ordering::Relaxed),
                 })).collect::<Vec<_>>(),

@@ -24,10 +24,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::balance::Endpoint;
 use crate::body::ProxyBody;
+use crate::circuit::{Breakers, Overflow};
 use crate::model::cluster::ClusterModel;
+use crate::model::cluster_policy::Keepalive;
+use crate::tls::PeerPrincipal;
+use crate::tls::client::{MaybeTls, Transports, UpstreamTls};
+use crate::upstream_conn::{ConnUses, LimitedConnector};
 
 /// An HTTP/1.1 client over a cluster's endpoints.
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
+pub type HttpClient = Client<MaybeTls<LimitedConnector>, ProxyBody>;
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,21 @@ pub enum UpstreamError {
     /// The connection or stream failed after it was made.
     #[error("{0}")]
     Request(String),
+    /// A circuit breaker refused the request (503 `UO`).
+    #[error("upstream overflow: {0}")]
+    Overflow(#[from] Overflow),
+}
+
+/// Whether `e` (or an error under it) is a breaker's refusal.
+fn overflow_in(e: &(dyn std::error::Error + 'static)) -> Option<Overflow> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(o) = err.downcast_ref::<Overflow>() {
+            return Some(*o);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// The pools of one cluster.
@@ -45,15 +65,56 @@ pub enum UpstreamError {
 pub struct ClusterPools {
     http1: HttpClient,
     http2: Arc<H2Pool>,
+    max_requests_per_connection: Option<u32>,
+    /// Pools of the cluster's TLS transport sockets (auto mTLS, DestinationRule TLS).
+    transports: Arc<Transports>,
 }
 
 impl ClusterPools {
-    /// Pools configured from the cluster's timeouts.
-    pub fn new(model: &ClusterModel) -> Self {
+    /// Pools configured from the cluster's timeouts and limits; new
+    /// connections take permits from `breakers`. Endpoints whose transport
+    /// socket is TLS use pools of their own, made by [`ClusterPools::attach_tls`].
+    pub fn new(model: &ClusterModel, breakers: Arc<Breakers>) -> Self {
+        Self::with_tls(model, breakers, None)
+    }
+
+    /// Builds the TLS pools of the cluster's TLS transport sockets; SDS
+    /// secrets (`default`, `ROOTCA`) resolve to `mesh`.
+    pub fn attach_tls(
+        &self,
+        model: &ClusterModel,
+        mesh: Option<&Arc<meshwork_identity::tls::MeshTls>>,
+    ) {
+        if self.transports.needs_tls() {
+            let breakers = self.http2.breakers.clone();
+            self.transports.attach(mesh, |tls| {
+                Self::with_tls(model, breakers.clone(), Some(tls))
+            });
+        }
+    }
+
+    /// Pools whose every connection uses `tls` (plaintext when `None`).
+    fn with_tls(
+        model: &ClusterModel,
+        breakers: Arc<Breakers>,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(model.connect_timeout));
         connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(300)));
+        match &model.policy.keepalive {
+            Some(k) => {
+                connector.set_keepalive(Some(k.time.unwrap_or(Duration::from_secs(300))));
+                connector.set_keepalive_interval(k.interval);
+                connector.set_keepalive_retries(k.probes);
+            }
+            None => connector.set_keepalive(Some(Duration::from_secs(300))),
+        }
+        let connector = MaybeTls::new(
+            LimitedConnector::new(connector, breakers.clone(), model.connect_timeout),
+            tls.clone(),
+            model.connect_timeout,
+        );
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_idle_timeout(model.idle_timeout)
             .pool_timer(TokioTimer::new())
@@ -66,7 +127,17 @@ impl ClusterPools {
                 connect_timeout: model.connect_timeout,
                 idle_timeout: model.idle_timeout,
                 conns: Mutex::default(),
+                breakers,
+                keepalive: model.policy.keepalive.clone(),
+                max_requests_per_connection: model.policy.max_requests_per_connection,
+                tls: tls.clone(),
             }),
+            max_requests_per_connection: model.policy.max_requests_per_connection,
+            transports: Arc::new(Transports::new(if tls.is_some() {
+                Default::default()
+            } else {
+                model.transport.clone()
+            })),
         }
     }
 
@@ -80,6 +151,9 @@ impl ClusterPools {
         http2: bool,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        if let Some(tls_pools) = self.transports.for_endpoint(endpoint) {
+            return Box::pin(tls_pools?.send(endpoint, http2, req)).await;
+        }
         let path_and_query = req
             .uri()
             .path_and_query()
@@ -104,13 +178,50 @@ impl ClusterPools {
             return self.http2.send(endpoint.address(), req).await;
         }
         *req.version_mut() = http::Version::HTTP_11;
-        self.http1.request(req).await.map_err(|e| {
-            if e.is_connect() {
+        let capture = self
+            .max_requests_per_connection
+            .map(|_| hyper_util::client::legacy::connect::capture_connection(&mut req));
+        let resp = self.http1.request(req).await.map_err(|e| {
+            if let Some(o) = overflow_in(&e) {
+                UpstreamError::Overflow(o)
+            } else if e.is_connect() {
                 UpstreamError::Connect(format!("{e:?}"))
             } else {
                 UpstreamError::Request(format!("{e:?}"))
             }
-        })
+        })?;
+        // Retire the connection after max_requests_per_connection requests:
+        // a poisoned connection is closed instead of going back to the pool.
+        if let (Some(max), Some(capture)) = (self.max_requests_per_connection, capture)
+            && let Some(conn) = capture.connection_metadata().as_ref()
+        {
+            let mut extras = http::Extensions::new();
+            conn.get_extras(&mut extras);
+            if extras.get::<ConnUses>().is_some_and(|u| u.bump() >= max) {
+                conn.poison();
+            }
+        }
+        Ok(resp)
+    }
+}
+
+impl ClusterPools {
+    /// Opens a connection for TCP proxying to `endpoint`, with the TLS its
+    /// transport socket asks for. Returns the server's identity with it.
+    pub async fn connect_stream(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(crate::tls::client::UpstreamIo, Option<PeerPrincipal>), UpstreamError> {
+        if let Some(tls_pools) = self.transports.for_endpoint(endpoint) {
+            return Box::pin(tls_pools?.connect_stream(endpoint)).await;
+        }
+        crate::tls::client::connect(
+            endpoint.address(),
+            self.http2.tls.as_deref(),
+            false,
+            self.http2.connect_timeout,
+        )
+        .await
     }
 }
 
@@ -125,6 +236,10 @@ struct H2Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     conns: Mutex<HashMap<SocketAddr, H2Conn>>,
+    breakers: Arc<Breakers>,
+    keepalive: Option<Keepalive>,
+    max_requests_per_connection: Option<u32>,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +248,9 @@ struct H2Conn {
     last_used: Arc<AtomicU64>,
     epoch: Instant,
     id: u64,
+    uses: ConnUses,
+    /// The server's verified identity (TLS).
+    peer: Option<PeerPrincipal>,
 }
 
 impl H2Pool {
@@ -154,26 +272,39 @@ impl H2Pool {
             None => self.connect(endpoint).await?,
         };
         conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
+        if let Some(max) = self.max_requests_per_connection
+            && conn.uses.bump() >= max
+        {
+            // Its last request: new requests get a new connection, and this
+            // one closes when its streams end.
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if conns.get(&endpoint).is_some_and(|c| c.id == conn.id) {
+                conns.remove(&endpoint);
+            }
+        }
         let mut sender = conn.sender;
         sender
             .ready()
             .await
             .map_err(|e| UpstreamError::Request(format!("{e:?}")))?;
-        sender
+        let mut resp = sender
             .send_request(req)
             .await
-            .map_err(|e| UpstreamError::Request(format!("{e:?}")))
+            .map_err(|e| UpstreamError::Request(format!("{e:?}")))?;
+        if let Some(p) = conn.peer {
+            resp.extensions_mut().insert(p);
+        }
+        Ok(resp)
     }
 
     async fn connect(self: &Arc<Self>, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(endpoint),
-        )
-        .await
-        .map_err(|_| UpstreamError::Connect(format!("timed out connecting to {endpoint}")))?
-        .map_err(|e| UpstreamError::Connect(format!("{endpoint}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+        let permit = self.breakers.connection(self.connect_timeout).await?;
+        let (stream, peer) =
+            crate::tls::client::connect(endpoint, self.tls.as_deref(), true, self.connect_timeout)
+                .await?;
+        if let Some(k) = &self.keepalive {
+            set_keepalive(stream.tcp(), k);
+        }
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
@@ -184,6 +315,8 @@ impl H2Pool {
                 UpstreamError::Connect(format!("HTTP/2 handshake with {endpoint}: {e}"))
             })?;
         tokio::spawn(async move {
+            // The breaker's permit lives as long as the connection.
+            let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended");
             }
@@ -194,6 +327,8 @@ impl H2Pool {
             last_used: Arc::new(AtomicU64::new(0)),
             epoch,
             id: rand::random(),
+            uses: ConnUses::default(),
+            peer,
         };
         {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,5 +370,22 @@ impl H2Pool {
                 }
             }
         });
+    }
+}
+
+/// Sets TCP keepalive probing on an upstream socket.
+fn set_keepalive(stream: &tokio::net::TcpStream, k: &Keepalive) {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time {
+        ka = ka.with_time(t);
+    }
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    if let Some(p) = k.probes {
+        ka = ka.with_retries(p);
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "setting TCP keepalive failed");
     }
 }

@@ -82,6 +82,7 @@ fn fleet(instances: &[WorkloadInstance]) -> Vec<ProxyMeta> {
                     ("version".to_string(), "v1".to_string()),
                 ]),
                 service_account: format!("svc{s}"),
+                locality: String::new(),
             });
         }
     }
@@ -98,6 +99,7 @@ fn bench(c: &mut Criterion) {
         workload: instances[0].workload.clone(),
         labels: instances[0].labels.clone(),
         service_account: "svc0".into(),
+        locality: String::new(),
     };
     c.bench_function("registry_and_snapshot_1000x10", |b| {
         b.iter(|| {

@@ -55,8 +55,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What the outbound part depends on: kind, namespace, and the value (or
-/// absence) of each consulted label, in `consulted_labels` order.
-type OutboundKey = (ProxyKind, String, Vec<Option<String>>);
+/// absence) of each consulted label, in `consulted_labels` order, and the
+/// proxy's locality (locality failover orders endpoints by it).
+type OutboundKey = (ProxyKind, String, Vec<Option<String>>, String);
 
 /// What the inbound part depends on: namespace, workload, labels, service
 /// account and inbound ports.
@@ -136,7 +137,12 @@ pub fn generate_cached(
         .iter()
         .map(|k| proxy.labels.get(k).cloned())
         .collect();
-    let key = (proxy.kind, proxy.namespace.clone(), labels);
+    let key = (
+        proxy.kind,
+        proxy.namespace.clone(),
+        labels,
+        proxy.locality.clone(),
+    );
     let outbound = memos
         .outbound
         .get_or_init(key, || outbound(snapshot, proxy, &memos.clusters));

@@ -23,14 +23,13 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
     ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig, explicit_http_config,
 };
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value};
-use meshwork_config::model::istio::{
-    ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, SimpleLb, TrafficPolicy,
-};
+use meshwork_config::model::istio::{H2UpgradePolicy, SimpleLb};
 use meshwork_registry::{Port, Protocol, Resolution, Service, ServiceEndpoint, TargetPort};
 use meshwork_xds::pack;
 
 use crate::Generated;
 use crate::cache::Memo;
+use crate::dr::{self, Policy};
 use crate::meta::ProxyMeta;
 use crate::names::{
     BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_cluster, outbound_cluster,
@@ -43,38 +42,6 @@ use crate::snapshot::MeshSnapshot;
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Istio's mesh-wide default connect timeout.
 const DEFAULT_CONNECT_TIMEOUT_S: i64 = 10;
-
-/// The parts of a DestinationRule traffic policy that apply to one cluster.
-#[derive(Clone, Default)]
-struct Policy {
-    lb: Option<LoadBalancerSettings>,
-    pool: Option<ConnectionPoolSettings>,
-}
-
-impl Policy {
-    /// Overlays `tp` (and its settings for `port`) on this policy.
-    fn apply(&mut self, tp: Option<&TrafficPolicy>, port: u16) {
-        let Some(tp) = tp else { return };
-        if tp.load_balancer.is_some() {
-            self.lb.clone_from(&tp.load_balancer);
-        }
-        if tp.connection_pool.is_some() {
-            self.pool.clone_from(&tp.connection_pool);
-        }
-        let level = tp
-            .port_level_settings
-            .iter()
-            .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(i64::from(port)));
-        if let Some(level) = level {
-            if level.load_balancer.is_some() {
-                self.lb.clone_from(&level.load_balancer);
-            }
-            if level.connection_pool.is_some() {
-                self.pool.clone_from(&level.connection_pool);
-            }
-        }
-    }
-}
 
 /// Outbound clusters shared by the proxies of one snapshot: the cluster and
 /// its EDS assignment by (cluster name, proxyless, address of the
@@ -104,9 +71,15 @@ pub(crate) fn outbound(
             let mut base = Policy::default();
             base.apply(dr.and_then(|d| d.traffic_policy.as_ref()), port.port);
             let name = outbound_cluster(port.port, "", &svc.hostname);
-            let build = || emit(&name, svc, port, &base, endpoints.iter().collect(), grpc);
+            let here = dr::failover_locality(&base, &proxy.locality);
+            let build = || {
+                let eps = endpoints.iter().collect();
+                emit(&name, svc, port, &base, eps, grpc, here)
+            };
             let built = match memo {
-                Some(m) => m.get_or_init((name.clone(), grpc, dr_id, usize::MAX), build),
+                Some(m) => {
+                    m.get_or_init((format!("{name}@{here}"), grpc, dr_id, usize::MAX), build)
+                }
                 None => build(),
             };
             put(out, name, built);
@@ -116,17 +89,18 @@ pub(crate) fn outbound(
                     continue;
                 }
                 let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
+                let mut policy = base.clone();
+                policy.apply(subset.traffic_policy.as_ref(), port.port);
+                let here = dr::failover_locality(&policy, &proxy.locality);
                 let build = || {
-                    let mut policy = base.clone();
-                    policy.apply(subset.traffic_policy.as_ref(), port.port);
                     let selected = endpoints
                         .iter()
                         .filter(|e| e.matches(&subset.labels))
                         .collect();
-                    emit(&name, svc, port, &policy, selected, grpc)
+                    emit(&name, svc, port, &policy, selected, grpc, here)
                 };
                 let built = match memo {
-                    Some(m) => m.get_or_init((name.clone(), grpc, dr_id, i), build),
+                    Some(m) => m.get_or_init((format!("{name}@{here}"), grpc, dr_id, i), build),
                     None => build(),
                 };
                 put(out, name, built);
@@ -171,6 +145,7 @@ fn emit(
     policy: &Policy,
     endpoints: Vec<&ServiceEndpoint>,
     grpc: bool,
+    here: &str,
 ) -> Built {
     let simple = policy.lb.as_ref().and_then(|lb| lb.simple);
     let passthrough =
@@ -210,11 +185,9 @@ fn emit(
                 eds_config: Some(ads()),
                 service_name: name.into(),
             });
-            cla = Some(Arc::new(pack(&assignment(
-                name,
-                endpoints.into_iter(),
-                true,
-            ))));
+            let mut la = assignment(name, endpoints.into_iter(), true);
+            dr::apply_failover(&mut la, policy, here);
+            cla = Some(Arc::new(pack(&la)));
         }
         DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
             c.load_assignment = Some(assignment(name, endpoints.into_iter(), false));
@@ -236,7 +209,22 @@ fn emit(
         let idle = http
             .and_then(|h| h.idle_timeout.as_deref())
             .and_then(parse_duration);
-        set_protocol(&mut c, upstream, idle);
+        let common = CommonHttpOptions {
+            idle_timeout: idle,
+            max_requests_per_connection: dr::max_requests_per_connection(policy)
+                .and_then(u32_value),
+            ..Default::default()
+        };
+        set_protocol(
+            &mut c,
+            upstream,
+            Some(common).filter(|o| *o != Default::default()),
+        );
+        let h2 = matches!(upstream, Some(Upstream::Http2));
+        crate::tls::apply_client(&mut c, policy.tls.as_ref(), kind, h2);
+    }
+    if kind != DiscoveryType::OriginalDst {
+        dr::apply(&mut c, policy, grpc);
     }
     (Arc::new(pack(&c)), cla)
 }
@@ -248,11 +236,7 @@ enum Upstream {
     Downstream,
 }
 
-fn set_protocol(
-    c: &mut Cluster,
-    upstream: Option<Upstream>,
-    idle: Option<envoy_types::pb::google::protobuf::Duration>,
-) {
+fn set_protocol(c: &mut Cluster, upstream: Option<Upstream>, common: Option<CommonHttpOptions>) {
     let Some(upstream) = upstream else { return };
     let explicit = |p| {
         Some(UpstreamProtocolOptions::ExplicitHttpConfig(
@@ -262,10 +246,7 @@ fn set_protocol(
         ))
     };
     let opts = HttpProtocolOptions {
-        common_http_protocol_options: idle.map(|t| CommonHttpOptions {
-            idle_timeout: Some(t),
-            ..Default::default()
-        }),
+        common_http_protocol_options: common,
         upstream_protocol_options: match upstream {
             Upstream::Http1 => explicit(explicit_http_config::ProtocolConfig::HttpProtocolOptions(
                 Http1ProtocolOptions::default(),

@@ -17,6 +17,7 @@ mod authn;
 mod cache;
 mod cluster;
 mod delegate;
+mod dr;
 mod grpc;
 mod listener;
 mod meta;
@@ -28,8 +29,8 @@ mod route;
 mod scope;
 mod snapshot;
 mod tcp_route;
-mod vs;
 mod tls;
+mod vs;
 mod warnings;
 
 use std::collections::BTreeMap;

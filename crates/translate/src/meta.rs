@@ -33,6 +33,9 @@ pub struct ProxyMeta {
     pub labels: BTreeMap<String, String>,
     /// The workload's service account.
     pub service_account: String,
+    /// `region/zone/subzone` (the node's locality, else its topology
+    /// labels); empty when unknown. Locality failover orders endpoints by it.
+    pub locality: String,
 }
 
 fn string(v: &Value) -> Option<&str> {
@@ -101,7 +104,37 @@ impl ProxyMeta {
             service_account: field(md, "SERVICE_ACCOUNT")
                 .unwrap_or("default")
                 .to_string(),
+            locality: String::new(),
         }
+        .with_locality(node)
+    }
+
+    /// Fills `locality` from `node.locality`, else from the topology labels
+    /// Istio reads (`topology.kubernetes.io/region`, `…/zone`,
+    /// `topology.istio.io/subzone`) or the `istio-locality` label
+    /// (`region.zone.subzone`).
+    fn with_locality(mut self, node: &Node) -> Self {
+        let from_node = node
+            .locality
+            .as_ref()
+            .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
+            .filter(|l| l != "//");
+        let label = |k: &str| self.labels.get(k).cloned().unwrap_or_default();
+        let from_labels = {
+            let l = format!(
+                "{}/{}/{}",
+                label("topology.kubernetes.io/region"),
+                label("topology.kubernetes.io/zone"),
+                label("topology.istio.io/subzone")
+            );
+            (l != "//").then_some(l)
+        };
+        let from_istio = self
+            .labels
+            .get("istio-locality")
+            .map(|l| l.replace('.', "/"));
+        self.locality = from_node.or(from_labels).or(from_istio).unwrap_or_default();
+        self
     }
 }
 

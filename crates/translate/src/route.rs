@@ -56,13 +56,16 @@ pub(crate) fn virtual_host(
             &svc.hostname,
         ))],
     };
-    Some(VirtualHost {
+    let mut vh = VirtualHost {
         name: format!("{}:{port}", svc.hostname),
         domains,
         routes,
         include_request_attempt_count: true,
         ..Default::default()
-    })
+    };
+    // DestinationRule consistentHash keys the route's clusters.
+    crate::dr::add_hash_policies(snap, &proxy.namespace, &mut vh);
+    Some(vh)
 }
 
 /// Route configurations `<port>` for every HTTP port a sidecar listens on.

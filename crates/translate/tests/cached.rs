@@ -26,6 +26,7 @@ fn proxies(instances: &[WorkloadInstance]) -> Vec<ProxyMeta> {
             workload: i.workload.clone(),
             labels: i.labels.clone(),
             service_account: i.service_account.clone(),
+            locality: String::new(),
         })
         .collect();
     out.push(common::proxyless("default"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+    ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
 use envoy_types::pb::google::protobuf::value::Kind;
 
+use super::cluster_policy::ClusterPolicy;
 use super::{CompileError, duration, optional_duration};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -47,6 +48,18 @@ pub enum LbKind {
     },
     /// Uniformly random.
     Random,
+    /// Consistent hashing on a ring of virtual nodes (Envoy's RING_HASH).
+    RingHash {
+        /// Least entries on the ring (Envoy default 1024).
+        min_size: u64,
+        /// Most entries on the ring (Envoy default 8M).
+        max_size: u64,
+    },
+    /// Consistent hashing with a Maglev table (Envoy's MAGLEV).
+    Maglev {
+        /// Table size (Envoy default 65537).
+        table_size: u64,
+    },
 }
 
 /// Which HTTP version to speak upstream.
@@ -77,6 +90,10 @@ pub struct ClusterModel {
     pub idle_timeout: Duration,
     /// Endpoints given inline (static and DNS clusters).
     pub inline_endpoints: Vec<EndpointModel>,
+    /// Circuit breakers, outlier detection and the other protections.
+    pub policy: ClusterPolicy,
+    /// Plaintext or TLS per endpoint (`transport_socket`, `transport_socket_matches`).
+    pub transport: crate::tls::spec::TransportModel,
 }
 
 /// One endpoint of a cluster.
@@ -92,6 +109,16 @@ pub struct EndpointModel {
     pub healthy: bool,
     /// Istio workload metadata: (workload, namespace, app, version, cluster).
     pub workload: Option<WorkloadMeta>,
+    /// `region/zone/sub_zone` of its locality (empty when unknown).
+    pub locality: String,
+    /// Weight of its locality (for locality-weighted balancing).
+    pub locality_weight: u32,
+    /// EDS priority: 0 is preferred, higher ones take traffic when the
+    /// lower ones are not healthy enough.
+    pub priority: u32,
+    /// Its `envoy.transport_socket_match` metadata (Istio: `tlsMode: istio`
+    /// on endpoints with a sidecar), which picks its transport socket.
+    pub transport_match: BTreeMap<String, String>,
 }
 
 /// What Istio's `istio.workload` endpoint metadata says about the endpoint.
@@ -142,6 +169,37 @@ impl ClusterModel {
             Ok(LbPolicy::RoundRobin) => LbKind::RoundRobin,
             Ok(LbPolicy::LeastRequest) => LbKind::LeastRequest { choices: 2 },
             Ok(LbPolicy::Random) => LbKind::Random,
+            Ok(LbPolicy::RingHash) => {
+                let cfg = match &c.lb_config {
+                    Some(LbConfig::RingHashLbConfig(r)) => Some(r),
+                    _ => None,
+                };
+                let min_size = cfg
+                    .and_then(|r| r.minimum_ring_size.as_ref())
+                    .map_or(1024, |v| v.value);
+                let max_size = cfg
+                    .and_then(|r| r.maximum_ring_size.as_ref())
+                    .map_or(8 << 20, |v| v.value);
+                if min_size == 0 || min_size > max_size || max_size > 8 << 20 {
+                    return Err(format!(
+                        "ring size {min_size}..{max_size} out of range (1..8388608)"
+                    ));
+                }
+                LbKind::RingHash { min_size, max_size }
+            }
+            Ok(LbPolicy::Maglev) => {
+                let table_size = match &c.lb_config {
+                    Some(LbConfig::MaglevLbConfig(m)) => m.table_size.as_ref().map(|v| v.value),
+                    _ => None,
+                }
+                .unwrap_or(65537);
+                if !(1..=5_000_011).contains(&table_size) || !is_prime(table_size) {
+                    return Err(format!(
+                        "maglev table size {table_size} must be a prime up to 5000011"
+                    ));
+                }
+                LbKind::Maglev { table_size }
+            }
             // ORIGINAL_DST clusters use CLUSTER_PROVIDED; the policy is moot there.
             Ok(LbPolicy::ClusterProvided) if discovery == Discovery::OriginalDst => LbKind::Random,
             Ok(other) => {
@@ -166,6 +224,7 @@ impl ClusterModel {
             UpstreamProtocol::Http1
         };
         let mut idle_timeout = Duration::from_secs(3600);
+        let mut policy = ClusterPolicy::compile(c)?;
         if let Some(opts) = c
             .typed_extension_protocol_options
             .get(HTTP_PROTOCOL_OPTIONS)
@@ -190,6 +249,14 @@ impl ClusterModel {
             {
                 idle_timeout = optional_duration(Some(t))?.unwrap_or(Duration::from_secs(3600));
             }
+            if let Some(n) = opts
+                .common_http_protocol_options
+                .as_ref()
+                .and_then(|o| o.max_requests_per_connection.as_ref())
+                .filter(|n| n.value > 0)
+            {
+                policy.max_requests_per_connection = Some(n.value);
+            }
         }
         Ok(ClusterModel {
             name: c.name.clone(),
@@ -202,6 +269,8 @@ impl ClusterModel {
             protocol,
             idle_timeout,
             inline_endpoints,
+            policy,
+            transport: crate::tls::spec::TransportModel::compile(c)?,
         })
     }
 }
@@ -213,6 +282,19 @@ pub fn compile_assignment(
 ) -> Result<Vec<EndpointModel>, CompileError> {
     let mut out = Vec::new();
     for locality in &la.endpoints {
+        let name = locality
+            .locality
+            .as_ref()
+            .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
+            .unwrap_or_default();
+        let name = if name == "//" { String::new() } else { name };
+        let locality_weight = locality
+            .load_balancing_weight
+            .as_ref()
+            .map_or(1, |w| w.value);
+        if locality.priority > 128 {
+            return Err(format!("priority {} out of range", locality.priority));
+        }
         for lb in &locality.lb_endpoints {
             let endpoint = match &lb.host_identifier {
                 Some(HostIdentifier::Endpoint(e)) => e,
@@ -245,10 +327,27 @@ pub fn compile_assignment(
                     HealthStatus::Unknown | HealthStatus::Healthy | HealthStatus::Degraded
                 ),
                 workload: lb.metadata.as_ref().and_then(workload_meta),
+                locality: name.clone(),
+                locality_weight,
+                priority: locality.priority,
+                transport_match: lb
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+                    .map(crate::tls::spec::struct_strings)
+                    .unwrap_or_default(),
             });
         }
     }
     Ok(out)
+}
+
+/// Whether `n` is prime (Envoy requires a prime Maglev table size).
+fn is_prime(n: u64) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Reads Istio's `filter_metadata["istio"]["workload"]`, a string

@@ -5,6 +5,8 @@
 //! others still apply. The data path only ever reads these types.
 
 pub mod cluster;
+pub mod cluster_policy;
+pub mod hash_policy;
 pub mod listener;
 pub mod matcher;
 pub mod route;

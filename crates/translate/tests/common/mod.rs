@@ -81,6 +81,7 @@ pub fn sidecar(instances: &[WorkloadInstance], workload: &str) -> ProxyMeta {
         workload: i.workload.clone(),
         labels: i.labels.clone(),
         service_account: i.service_account.clone(),
+        locality: String::new(),
     }
 }
 
@@ -96,5 +97,6 @@ pub fn proxyless(namespace: &str) -> ProxyMeta {
         workload: "grpc-client".into(),
         labels: [("app".to_string(), "grpc-client".to_string())].into(),
         service_account: "default".into(),
+        locality: String::new(),
     }
 }

@@ -280,6 +280,9 @@ fn route(s: &mut String, r: &Route, indent: &str) {
             if let Some(h) = &a.host_rewrite_specifier {
                 let _ = write!(s, " host_rewrite={h:?}");
             }
+            for h in &a.hash_policy {
+                let _ = write!(s, " hash={:?}", h.policy_specifier);
+            }
             if let Some(rp) = &a.retry_policy {
                 let _ = write!(
                     s,
@@ -399,9 +402,6 @@ fn cluster(s: &mut String, c: &Cluster) {
             }
         }
     }
-    s.push('\n');
-    if let Some(la) = &c.load_assignment {
-        assignment(s, la, "  ");
     if let Some(ts) = &c.transport_socket {
         let _ = write!(s, " socket={}", ts.name);
     }
@@ -413,6 +413,73 @@ fn cluster(s: &mut String, c: &Cluster) {
             .collect();
         let _ = write!(s, " socket_matches={names:?}");
     }
+    s.push('\n');
+    cluster_policy(s, c);
+    if let Some(la) = &c.load_assignment {
+        assignment(s, la, "  ");
+    }
+}
+
+/// Circuit breakers, outlier detection, panic threshold, LB config and
+/// keepalive, one line (`max` for Istio's unlimited defaults).
+fn cluster_policy(s: &mut String, c: &Cluster) {
+    let v = |x: &Option<envoy_types::pb::google::protobuf::UInt32Value>| match x {
+        Some(x) if x.value == u32::MAX => "max".to_string(),
+        Some(x) => x.value.to_string(),
+        None => "-".to_string(),
+    };
+    let mut parts = Vec::new();
+    if let Some(t) = c
+        .circuit_breakers
+        .as_ref()
+        .and_then(|cb| cb.thresholds.first())
+    {
+        parts.push(format!(
+            "cb=conn:{}/pending:{}/requests:{}/retries:{}{}",
+            v(&t.max_connections),
+            v(&t.max_pending_requests),
+            v(&t.max_requests),
+            v(&t.max_retries),
+            t.retry_budget
+                .as_ref()
+                .map(|b| format!("/budget:{:?}", b.budget_percent.as_ref().map(|p| p.value)))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(o) = &c.outlier_detection {
+        parts.push(format!(
+            "outlier=5xx:{}/gw:{}/interval:{}/base:{}/max%:{}",
+            v(&o.consecutive_5xx),
+            v(&o.consecutive_gateway_failure),
+            dur(o.interval.as_ref()),
+            dur(o.base_ejection_time.as_ref()),
+            v(&o.max_ejection_percent)
+        ));
+    }
+    if let Some(p) = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+    {
+        parts.push(format!("panic={}", p.value));
+    }
+    if let Some(l) = &c.lb_config {
+        parts.push(format!("lb_config={l:?}"));
+    }
+    if let Some(k) = c
+        .upstream_connection_options
+        .as_ref()
+        .and_then(|o| o.tcp_keepalive.as_ref())
+    {
+        parts.push(format!(
+            "keepalive=probes:{}/time:{}/interval:{}",
+            v(&k.keepalive_probes),
+            v(&k.keepalive_time),
+            v(&k.keepalive_interval)
+        ));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(s, "  policy {}", parts.join(" "));
     }
 }
 
