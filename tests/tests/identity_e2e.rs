@@ -88,6 +88,8 @@ fn a_proxy_is_ready_only_with_its_certificate_and_keeps_it_renewed() {
     }
     let python = python3();
     let bin = binary::meshwork();
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("identity e2e: {what} at {:?}", t0.elapsed());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(dir.path().join("tokens"), "t-other shop other\n").unwrap();
@@ -148,6 +150,7 @@ fn a_proxy_is_ready_only_with_its_certificate_and_keeps_it_renewed() {
     if refused.is_none() {
         fail("the CA's refusal is not in the proxy's log", &cp);
     }
+    phase("not ready, certificate refused");
     let (code, _) = get(&ns, &python, HEALTH);
     assert_eq!(code, 503, "ready without a certificate");
     let (_, body) = get(&ns, &python, CERTS);
@@ -170,6 +173,7 @@ fn a_proxy_is_ready_only_with_its_certificate_and_keeps_it_renewed() {
             &cp,
         );
     }
+    phase("ready with a certificate");
     let (_, body) = get(&ns, &python, CERTS);
     let certs: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(certs["spiffe_id"], SPIFFE, "{certs}");
@@ -193,6 +197,7 @@ fn a_proxy_is_ready_only_with_its_certificate_and_keeps_it_renewed() {
         fail("the certificate was never renewed", &cp)
     };
 
+    phase("renewed");
     // 4. Restart the control plane on the same state directory.
     cp.signal("INT");
     assert!(
@@ -208,6 +213,7 @@ fn a_proxy_is_ready_only_with_its_certificate_and_keeps_it_renewed() {
     if again.is_none() {
         fail("no renewal from the restarted control plane", &cp);
     }
+    phase("renewed by the restarted control plane");
     assert_eq!(
         std::fs::read_to_string(&root_file).unwrap(),
         root_pem,
