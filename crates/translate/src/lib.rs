@@ -18,6 +18,7 @@ mod cache;
 mod cluster;
 mod delegate;
 mod dr;
+mod dr_warnings;
 mod grpc;
 mod listener;
 mod meta;

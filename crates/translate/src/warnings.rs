@@ -13,6 +13,8 @@ use crate::snapshot::MeshSnapshot;
 /// A field that is accepted but not enforced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
+    /// The resource's kind (`VirtualService`, `DestinationRule`).
+    pub kind: &'static str,
     /// `namespace/name` of the resource.
     pub resource: String,
     /// The field path, e.g. `spec.http[0].fault.delay.exponentialDelay`.
@@ -25,8 +27,8 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "VirtualService {}: {}: {}",
-            self.resource, self.field, self.detail
+            "{} {}: {}: {}",
+            self.kind, self.resource, self.field, self.detail
         )
     }
 }
@@ -38,6 +40,10 @@ pub fn warnings(snap: &MeshSnapshot) -> Vec<Warning> {
         if let Spec::VirtualService(vs) = &r.spec {
             let id = format!("{}/{}", r.namespace(), r.name());
             virtual_service(&id, vs, snap, r.namespace(), &mut out);
+        }
+        if let Spec::DestinationRule(dr) = &r.spec {
+            let id = format!("{}/{}", r.namespace(), r.name());
+            crate::dr_warnings::destination_rule(&id, dr, &mut out);
         }
     }
     out
@@ -52,6 +58,7 @@ fn virtual_service(
 ) {
     let mut warn = |field: String, detail: &'static str| {
         out.push(Warning {
+            kind: "VirtualService",
             resource: id.to_string(),
             field,
             detail,

@@ -435,3 +435,41 @@ spec:
             .all(|(_, p)| *p == 0)
     );
 }
+
+#[test]
+fn unenforced_fields_are_reported_with_their_path() {
+    let dr = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: inventory, namespace: default}
+spec:
+  host: inventory.default.svc.cluster.local
+  trafficPolicy:
+    tunnel: {targetHost: x, targetPort: 80}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool: {tcp: {maxConnectionDuration: 1s}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        localityLbSetting:
+          distribute: [{from: "r1/*", to: {"r1/*": 100}}]
+"#;
+    let (snap, _) = common::snapshot(common::load(&[], &format!("{SERVICE}---{dr}")));
+    let found: Vec<String> = meshwork_translate::warnings(&snap)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for field in [
+        "DestinationRule default/inventory: spec.trafficPolicy.portLevelSettings[0].connectionPool.tcp.maxConnectionDuration",
+        "DestinationRule default/inventory: spec.trafficPolicy.tunnel",
+        "DestinationRule default/inventory: spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute",
+    ] {
+        assert!(
+            found.iter().any(|w| w.starts_with(field)),
+            "{field} not in {found:#?}"
+        );
+    }
+}
