@@ -1,0 +1,125 @@
+//! A setup under test: where each kind of load goes and which processes to
+//! measure.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::process::Child;
+
+/// One way from the load generator to the backend.
+pub struct Setup {
+    /// Name in the tables and JSON.
+    pub name: &'static str,
+    /// HTTP/1.1 entry.
+    pub h1: SocketAddr,
+    /// h2c entry.
+    pub h2: SocketAddr,
+    /// gRPC entry.
+    pub grpc: SocketAddr,
+    /// TCP entry.
+    pub tcp: SocketAddr,
+    /// Processes whose CPU and memory count (empty for direct).
+    pub pids: Vec<u32>,
+    children: Vec<Child>,
+    /// A directory of config files, removed at the end.
+    scratch: Option<std::path::PathBuf>,
+}
+
+/// A loopback address nobody listens on right now.
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Setup {
+    /// The backend itself.
+    pub fn direct(b: &crate::backend::Backend) -> Self {
+        Setup {
+            name: "direct",
+            h1: b.http,
+            h2: b.http,
+            grpc: b.http,
+            tcp: b.tcp,
+            pids: Vec::new(),
+            children: Vec::new(),
+            scratch: None,
+        }
+    }
+
+    /// A setup whose processes have been spawned; waits until every entry
+    /// accepts connections (60 s at most: profilers are slow to start).
+    pub async fn started(
+        name: &'static str,
+        h1: SocketAddr,
+        h2: SocketAddr,
+        grpc: SocketAddr,
+        tcp: SocketAddr,
+        mut children: Vec<Child>,
+    ) -> anyhow::Result<Self> {
+        let pids = children.iter().filter_map(Child::id).collect();
+        for addr in [h1, h2, grpc, tcp] {
+            let mut ok = false;
+            for _ in 0..2400 {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    ok = true;
+                    break;
+                }
+                for c in &mut children {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        anyhow::bail!("{name} exited at start ({status})");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            anyhow::ensure!(ok, "{name} does not accept connections on {addr}");
+        }
+        Ok(Setup {
+            name,
+            h1,
+            h2,
+            grpc,
+            tcp,
+            pids,
+            children,
+            scratch: None,
+        })
+    }
+
+    /// Removes `dir` when the setup stops.
+    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
+        self.scratch = Some(dir);
+        self
+    }
+
+    /// Also measures the children of the started processes.
+    pub fn with_children(mut self) -> Self {
+        self.pids = self
+            .pids
+            .iter()
+            .flat_map(|p| crate::procstat::with_children(*p))
+            .collect();
+        self
+    }
+
+    /// Stops the processes with SIGTERM (a proxy drains, a profiler
+    /// writes its data), then kills what is left.
+    pub async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(30), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
