@@ -13,6 +13,7 @@
 //!   and `meshwork proxy-config` shows the shipping subsets and the
 //!   workload certificate;
 //! - editing the VirtualService file moves the traffic;
+//! - a workload that exits is restarted;
 //! - after `meshwork demo` is killed (a crash), a second `meshwork up`
 //!   cleans up what it left and runs; Ctrl-C then removes every process,
 //!   network namespace, the bridge, the host iptables rules and the
@@ -144,17 +145,21 @@ fn alive(pid: i32) -> bool {
 fn mesh_pids(s: &State) -> Vec<i32> {
     let mut pids: Vec<i32> = s.processes.iter().map(|p| p.pid).collect();
     for ns in &s.netns {
-        let out = Command::new("ip")
-            .args(["netns", "pids", ns])
-            .output()
-            .unwrap();
-        pids.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse::<i32>().ok()),
-        );
+        pids.extend(netns_pids(ns));
     }
     pids
+}
+
+/// Pids of the processes in a network namespace.
+fn netns_pids(ns: &str) -> Vec<i32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .collect()
 }
 
 #[test]
@@ -251,11 +256,8 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
         order.ok / order.requests >= 0.99,
         "orders failed: {order:?}"
     );
-    // TODO(mTLS translate): until the control plane turns PeerAuthentication
-    // into TLS filter chains, the sidecars talk plaintext; once any request
-    // arrives over mTLS, every one must.
-    let mtls_in_effect = totals.by_key.values().any(|a| a.mtls > 0.0);
-    for ((svc, ver), a) in totals.by_key.iter().filter(|_| mtls_in_effect) {
+    // STRICT mTLS: every request arrived over mutual TLS.
+    for ((svc, ver), a) in &totals.by_key {
         assert_eq!(
             a.mtls, a.requests,
             "{svc} {ver}: not all requests arrived over mutual TLS: {a:?}"
@@ -323,6 +325,40 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
     assert!(
         still.is_empty(),
         "processes of the crashed run survive: {still:?}"
+    );
+
+    // A workload that exits is restarted.
+    let inventory_ns = second
+        .netns
+        .iter()
+        .find(|n| n.ends_with("-inventory-0"))
+        .unwrap()
+        .clone();
+    let app_pid = |ns: &str| {
+        netns_pids(ns).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("demo-app\0inventory"))
+                .unwrap_or(false)
+        })
+    };
+    let before =
+        poll(Duration::from_secs(30), || app_pid(&inventory_ns)).expect("inventory app runs");
+    Command::new("kill")
+        .args(["-KILL", &before.to_string()])
+        .status()
+        .unwrap();
+    let after = poll(Duration::from_secs(30), || {
+        app_pid(&inventory_ns).filter(|p| *p != before)
+    });
+    assert!(
+        after.is_some(),
+        "inventory was not restarted\n{}",
+        up.transcript()
+    );
+    assert!(
+        up.transcript().contains("restarting in"),
+        "{}",
+        up.transcript()
     );
 
     // Ctrl-C removes everything.
