@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use meshwork_control::ca::CaServeOptions;
 use meshwork_control::run::{ControlOptions, start};
 use meshwork_control::watch::Debounce;
 use meshwork_registry::StaticPlatform;
@@ -33,6 +34,30 @@ pub struct ControlArgs {
     /// `meshwork up`; re-read when it changes).
     #[arg(long)]
     platform_file: Option<PathBuf>,
+    /// CA state directory: the root is generated here on first start and
+    /// reused; the trust bundle is written to DIR/root-cert.pem. The CA runs
+    /// when this or --ca-dir is given.
+    #[arg(long, env = "MESHWORK_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Plug-in CA directory (Istio's files: ca-cert.pem, ca-key.pem,
+    /// root-cert.pem, cert-chain.pem); used instead of a generated root.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Trust domain of workload identities.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Bootstrap token file for the CA (`<token> <namespace> <service-account>` per line; re-read when it changes).
+    #[arg(long)]
+    ca_tokens: Option<PathBuf>,
+    /// Default workload certificate lifetime.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    cert_ttl: Duration,
+    /// CA (and xDS) over TLS listen address (Istio's 15012).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    ca_address: SocketAddr,
+    /// Extra DNS names or IPs for the control plane's serving certificate (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    ca_san: Vec<String>,
 }
 
 /// Runs the control plane until interrupted.
@@ -53,9 +78,27 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
-    tracing::info!(xds = %handle.xds_addr, debug = %handle.debug_addr, "meshwork control started");
+    let ca = if args.state_dir.is_some() || args.ca_dir.is_some() {
+        let opts = CaServeOptions {
+            state_dir: args.state_dir.clone(),
+            plugin_dir: args.ca_dir.clone(),
+            trust_domain: args.trust_domain.clone(),
+            tokens: args.ca_tokens.clone(),
+            cert_ttl: args.cert_ttl,
+            address: args.ca_address,
+            extra_sans: args.ca_san.clone(),
+        };
+        Some(meshwork_control::ca::start(opts, Some(handle.ads.clone())).await?)
+    } else {
+        tracing::info!("no --state-dir or --ca-dir: the CA is off (plaintext xDS only)");
+        None
+    };
+    tracing::info!(xds = %handle.xds_addr, debug = %handle.debug_addr, ca = ?ca.as_ref().map(|c| c.addr), "meshwork control started");
     tokio::signal::ctrl_c().await?;
     tracing::info!("meshwork control stopping; proxies keep their last configuration");
     handle.shutdown();
+    if let Some(ca) = ca {
+        ca.shutdown();
+    }
     Ok(())
 }
