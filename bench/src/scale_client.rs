@@ -114,7 +114,10 @@ async fn run(addr: &str, node: Node, sim: &Sim) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    // Advertises gzip as Envoy and grpc clients do; responses arrive
+    // compressed and are inflated by tonic.
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     grpc.ready().await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut subs: BTreeMap<TypeUrl, Sub> = BTreeMap::new();

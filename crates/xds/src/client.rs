@@ -205,8 +205,9 @@ async fn stream_once<S: ResourceSink>(
         .connect()
         .await
         .map_err(|e| (false, format!("connect {address}: {e}")))?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let mut subs: BTreeMap<TypeUrl, Sub> = BTreeMap::new();
     let mut first = true;

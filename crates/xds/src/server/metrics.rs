@@ -59,6 +59,9 @@ pub struct ServerMetrics {
     /// Bytes of resources encoded: a set shared by many proxies counts once
     /// (`meshwork_xds_encoded_bytes`).
     pub encoded_bytes: Counter,
+    /// Bytes of shared sets after gzip, each compressed once for every
+    /// gzip stream (`meshwork_xds_compressed_bytes`).
+    pub compressed_bytes: Counter,
     /// Bytes of responses queued to proxies (`meshwork_xds_sent_bytes`).
     pub sent_bytes: Counter,
 }
@@ -74,6 +77,7 @@ impl Default for ServerMetrics {
             push_time: Family::new_with_constructor(push_time),
             config_size: Family::new_with_constructor(config_size),
             encoded_bytes: Counter::default(),
+            compressed_bytes: Counter::default(),
             sent_bytes: Counter::default(),
         }
     }
@@ -132,6 +136,11 @@ impl ServerMetrics {
             "meshwork_xds_encoded_bytes",
             "Bytes of xDS resources encoded (a set shared by many proxies counts once)",
             self.encoded_bytes.clone(),
+        );
+        registry.register(
+            "meshwork_xds_compressed_bytes",
+            "Bytes of shared xDS sets after gzip (each set compressed once)",
+            self.compressed_bytes.clone(),
         );
         registry.register(
             "meshwork_xds_sent_bytes",

@@ -15,6 +15,7 @@
 //! is encoded once for every proxy that gets it whole ([`AdsService`]).
 
 mod delta;
+mod gzip;
 mod metrics;
 mod resources;
 mod sotw;
@@ -367,7 +368,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let server = self.clone();
-        tokio::spawn(async move { sotw::run(server, inbound, tx).await });
+        tokio::spawn(async move { sotw::run(server, inbound, tx, false).await });
         let decoded =
             tokio_stream::wrappers::ReceiverStream::new(rx).map(|out| out.and_then(|o| o.decode()));
         Ok(Response::new(Box::pin(decoded)))

@@ -15,6 +15,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use super::Versioned;
+use super::gzip::Deflated;
 use crate::TypeUrl;
 
 /// Tag of `DiscoveryResponse.resources`.
@@ -32,6 +33,9 @@ pub struct TypeResources {
     /// The `resources` and `type_url` fields of a state-of-the-world
     /// response carrying the whole set, encoded on first use.
     encoded: OnceLock<Bytes>,
+    /// That encoding gzip-deflated, on first use by a stream that accepts
+    /// gzip (`None`: not worth compressing).
+    deflated: OnceLock<Option<Deflated>>,
 }
 
 impl PartialEq for TypeResources {
@@ -49,6 +53,7 @@ impl TypeResources {
             resources,
             version,
             encoded: OnceLock::new(),
+            deflated: OnceLock::new(),
         }
     }
 
@@ -100,6 +105,17 @@ impl TypeResources {
             encode_fields(self.type_url, self.resources.values().map(|v| &*v.any))
         });
         (bytes.clone(), made)
+    }
+
+    /// The shared encoding deflated once for gzip streams, and whether
+    /// this call made it.
+    pub(crate) fn deflated(&self) -> (Option<Deflated>, bool) {
+        let mut made = false;
+        let d = self.deflated.get_or_init(|| {
+            made = true;
+            Deflated::new(&self.encoded().0)
+        });
+        (d.clone(), made)
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) async fn run(
     server: AdsServer,
     mut inbound: Streaming<DiscoveryRequest>,
     tx: OutgoingTx,
+    gzip: bool,
 ) {
     let mut changes = server.source.changes();
     let mut subs: BTreeMap<TypeUrl, Sub> = BTreeMap::new();
@@ -130,17 +131,24 @@ pub(super) async fn run(
             if changed_at.is_some() && sub.sent.as_deref() == Some(version.as_str()) {
                 continue;
             }
-            let fields = if whole {
+            let (fields, deflated) = if whole {
                 let (bytes, made) = set.encoded();
                 if made {
                     server.metrics.encoded_bytes.inc_by(bytes.len() as u64);
                 }
-                bytes
+                // Compressed once per set, for every gzip stream.
+                let deflated = gzip.then(|| set.deflated()).and_then(|(d, made)| {
+                    if made && let Some(d) = &d {
+                        server.metrics.compressed_bytes.inc_by(d.len() as u64);
+                    }
+                    d
+                });
+                (bytes, deflated)
             } else {
-                partial(&server, &set, &sub.names)
+                (partial(&server, &set, &sub.names), None)
             };
             nonce += 1;
-            let out = match Outgoing::new(&version, &nonce.to_string(), fields) {
+            let out = match Outgoing::new(&version, &nonce.to_string(), fields, deflated.as_ref()) {
                 Ok(out) => out,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;

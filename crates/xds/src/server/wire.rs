@@ -27,6 +27,7 @@ use tonic::codegen::{BoxFuture, Service, StdError};
 use tonic::server::NamedService;
 
 use super::AdsServer;
+use super::gzip::{Deflated, accepts_gzip};
 use super::resources::encode_head;
 
 /// The gRPC path of state-of-the-world ADS.
@@ -36,20 +37,41 @@ const SOTW_PATH: &str =
 pub(crate) const MAX_REQUEST: usize = 16 << 20;
 
 /// One state-of-the-world response on the wire: a per-stream head (gRPC
-/// frame header and per-stream fields) and the shared fields.
+/// frame header, then the per-stream fields or a gzip header), the shared
+/// bytes, and a per-stream tail (empty, or the gzip tail with this
+/// stream's fields).
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
     head: Bytes,
     shared: Bytes,
+    tail: Bytes,
 }
 
 impl Outgoing {
     /// A response with `version` and `nonce` whose other fields are
-    /// `shared` (see [`super::resources::encode_fields`]).
-    pub(crate) fn new(version: &str, nonce: &str, shared: Bytes) -> Result<Self, Status> {
+    /// `shared` (see [`super::resources::encode_fields`]), sent as one
+    /// gzip member when `deflated` (the same fields, deflated once) is
+    /// given.
+    pub(crate) fn new(
+        version: &str,
+        nonce: &str,
+        shared: Bytes,
+        deflated: Option<&Deflated>,
+    ) -> Result<Self, Status> {
         let fields = encode_head(version, nonce);
-        let len = u32::try_from(fields.len() + shared.len())
-            .map_err(|_| Status::resource_exhausted("xDS response larger than 4 GiB"))?;
+        if let Some((gz_head, blocks, tail)) = deflated.and_then(|d| d.member(&fields)) {
+            let len = frame_len(gz_head.len() + blocks.len() + tail.len())?;
+            let mut head = Vec::with_capacity(5 + gz_head.len());
+            head.push(1); // compressed with the stream's grpc-encoding
+            head.extend_from_slice(&len.to_be_bytes());
+            head.extend_from_slice(&gz_head);
+            return Ok(Outgoing {
+                head: Bytes::from(head),
+                shared: blocks,
+                tail,
+            });
+        }
+        let len = frame_len(fields.len() + shared.len())?;
         let mut head = Vec::with_capacity(5 + fields.len());
         head.push(0); // not compressed
         head.extend_from_slice(&len.to_be_bytes());
@@ -57,21 +79,37 @@ impl Outgoing {
         Ok(Outgoing {
             head: Bytes::from(head),
             shared,
+            tail: Bytes::new(),
         })
     }
 
     /// Bytes on the wire, frame header included.
     pub(crate) fn len(&self) -> usize {
-        self.head.len() + self.shared.len()
+        self.head.len() + self.shared.len() + self.tail.len()
     }
 
     /// The response as a message (for the tonic-served path).
     pub(crate) fn decode(&self) -> Result<DiscoveryResponse, Status> {
         let mut bytes = self.head.slice(5..).to_vec();
         bytes.extend_from_slice(&self.shared);
+        bytes.extend_from_slice(&self.tail);
+        if self.head.first() == Some(&1) {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+                &mut plain,
+            )
+            .map_err(|e| Status::internal(format!("compressed response does not inflate: {e}")))?;
+            bytes = plain;
+        }
         DiscoveryResponse::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("encoded response does not decode: {e}")))
     }
+}
+
+/// The gRPC frame length of a message of `len` bytes.
+fn frame_len(len: usize) -> Result<u32, Status> {
+    u32::try_from(len).map_err(|_| Status::resource_exhausted("xDS response larger than 4 GiB"))
 }
 
 /// What a state-of-the-world stream task sends to its response body.
@@ -105,21 +143,30 @@ impl AdsService {
         if encoding.is_some() {
             return Status::unimplemented("compressed requests are not supported").into_http();
         }
+        let gzip = req
+            .headers()
+            .get_all("grpc-accept-encoding")
+            .iter()
+            .any(|v| accepts_gzip(v.as_bytes()));
         let decoder =
             tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default().decoder();
         let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
         let (tx, rx) = mpsc::channel(16);
         let server = self.server.clone();
-        tokio::spawn(async move { super::sotw::run(server, inbound, tx).await });
+        tokio::spawn(async move { super::sotw::run(server, inbound, tx, gzip).await });
         let mut res = http::Response::new(tonic::body::Body::new(ResponseBody {
             rx,
-            next: None,
+            next: [None, None],
             done: false,
         }));
         res.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/grpc"),
         );
+        if gzip {
+            res.headers_mut()
+                .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
         res
     }
 }
@@ -152,10 +199,11 @@ where
 }
 
 /// The response body of a state-of-the-world stream: each response as two
-/// data frames, then the gRPC status as trailers.
+/// or three data frames, then the gRPC status as trailers.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Outgoing, Status>>,
-    next: Option<Bytes>,
+    /// The rest of the response being sent, in order.
+    next: [Option<Bytes>; 2],
     done: bool,
 }
 
@@ -167,8 +215,10 @@ impl http_body::Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(shared) = self.next.take() {
-            return Poll::Ready(Some(Ok(Frame::data(shared))));
+        for i in 0..self.next.len() {
+            if let Some(part) = self.next[i].take() {
+                return Poll::Ready(Some(Ok(Frame::data(part))));
+            }
         }
         if self.done {
             return Poll::Ready(None);
@@ -176,7 +226,8 @@ impl http_body::Body for ResponseBody {
         let status = match self.rx.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(out))) => {
-                self.next = Some(out.shared);
+                let tail = (!out.tail.is_empty()).then_some(out.tail);
+                self.next = [Some(out.shared), tail];
                 return Poll::Ready(Some(Ok(Frame::data(out.head))));
             }
             Poll::Ready(Some(Err(status))) => status,
@@ -191,6 +242,6 @@ impl http_body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.next.is_none()
+        self.done && self.next.iter().all(Option::is_none)
     }
 }
