@@ -42,7 +42,7 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
             };
             (field(11) + field(12)) / TICKS_PER_S
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Resets the peak resident set size (VmHWM) of the processes, so the next
@@ -66,7 +66,7 @@ pub fn peak_rss_mb(pids: &[u32]) -> f64 {
                 .unwrap_or(0.0)
                 / 1024.0
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Sum of the processes' anonymous resident memory (RssAnon: heap and
@@ -83,5 +83,5 @@ pub fn anon_rss_mb(pids: &[u32]) -> f64 {
                 .unwrap_or(0.0)
                 / 1024.0
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }

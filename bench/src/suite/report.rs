@@ -195,7 +195,9 @@ fn best_peer(
 
 fn ratio(ours: Option<f64>, best: Option<f64>) -> String {
     match (ours, best) {
-        (Some(o), Some(b)) if b.abs() > 1e-9 => format!("{:.2}×", o / b),
+        // A ratio to a peer figure at or below zero (an added latency lost
+        // in the noise) means nothing.
+        (Some(o), Some(b)) if b > 1e-9 && o >= 0.0 => format!("{:.2}×", o / b),
         _ => "–".into(),
     }
 }
