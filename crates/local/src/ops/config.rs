@@ -71,6 +71,20 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A cluster's discovery type without its details: `Eds("…")` → `EDS`.
+fn kind(v: &Value) -> String {
+    let t = s(v);
+    let head = t.split(['(', ' ', '{']).next().unwrap_or("").to_string();
+    match head.as_str() {
+        "Eds" => "EDS".into(),
+        "Static" => "STATIC".into(),
+        "OriginalDst" => "ORIGINAL_DST".into(),
+        "StrictDns" => "STRICT_DNS".into(),
+        "LogicalDns" => "LOGICAL_DNS".into(),
+        _ => head,
+    }
+}
+
 /// `outbound|8080|v1|shipping.default.svc.cluster.local` → (fqdn, port,
 /// subset, direction).
 fn cluster_parts(name: &str) -> (String, String, String, String) {
@@ -106,7 +120,7 @@ pub fn table(section: Section, doc: &Value) -> String {
                     .map(|c| {
                         let (fqdn, port, subset, dir) =
                             cluster_parts(c["name"].as_str().unwrap_or(""));
-                        vec![fqdn, port, subset, dir, s(&c["type"])]
+                        vec![fqdn, port, subset, dir, kind(&c["type"])]
                     })
                     .collect();
             render(
@@ -262,7 +276,7 @@ mod tests {
                   "domains": ["shipping.default.svc.cluster.local", "shipping", "shipping.default"],
                   "routes": [{"match": "Prefix(\"/\")", "action": {"route": {"clusters": "[v1 90, v2 10]"}}}]}]}]},
             {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": [
-                {"name": "outbound|8080|v1|shipping.default.svc.cluster.local", "type": "Eds",
+                {"name": "outbound|8080|v1|shipping.default.svc.cluster.local", "type": "Eds(\"outbound|8080|v1|shipping.default.svc.cluster.local\")",
                  "endpoints": [{"address": "10.88.0.4:8080", "healthy": true, "outlier_ejected": false}]},
                 {"name": "PassthroughCluster", "type": "OriginalDst", "endpoints": []}]}
         ]})
@@ -273,7 +287,7 @@ mod tests {
         let d = dump();
         let c = table(Section::Clusters, &d);
         assert!(
-            c.contains("shipping.default.svc.cluster.local   8080   v1       OUTBOUND    Eds"),
+            c.contains("shipping.default.svc.cluster.local   8080   v1       OUTBOUND    EDS"),
             "{c}"
         );
         assert!(c.contains("PassthroughCluster"), "{c}");
