@@ -33,10 +33,10 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel
         labels.connection_security_policy = "none".into();
         if let Some(p) = &info.peer_principal {
             // A verified client certificate: Istio's mTLS labels.
-            labels.source_principal = p.to_string().into();
+            labels.source_principal = p.to_string();
             labels.connection_security_policy = "mutual_tls".into();
             if let Some(me) = ctx.mesh_tls.get().and_then(|m| m.id()) {
-                labels.destination_principal = me.into();
+                labels.destination_principal = me;
             }
             entry.downstream_peer_uri_san = Some(p.to_string());
         }
@@ -66,7 +66,7 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel
                 match c.pools.connect_stream(&ep).await {
                     Ok((s, peer)) => {
                         if let Some(p) = peer {
-                            labels.destination_principal = p.0.to_string().into();
+                            labels.destination_principal = p.0.to_string();
                             entry.upstream_peer_uri_san = Some(p.0.to_string());
                         }
                         Ok((s, guard))
