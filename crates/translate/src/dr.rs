@@ -11,6 +11,9 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection as EnvoyOutlier;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::thresholds::RetryBudget as EnvoyRetryBudget;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     CommonLbConfig, LbConfig, LbPolicy, LeastRequestLbConfig, MaglevLbConfig, RingHashLbConfig,
     RoundRobinLbConfig, SlowStartConfig,
@@ -24,10 +27,10 @@ use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
 use envoy_types::pb::envoy::config::route::v3::route_action::{ClusterSpecifier, HashPolicy};
 use envoy_types::pb::envoy::config::route::v3::{Route, VirtualHost};
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use meshwork_config::model::istio::{
-    ConnectionPoolSettings, ConsistentHashLb, LoadBalancerSettings, OutlierDetection, RetryBudget,
-    TrafficPolicy,
+    ConnectionPoolSettings, ConsistentHashLb, Distribute, LoadBalancerSettings,
+    LocalityLoadBalancerSetting, OutlierDetection, RetryBudget, TrafficPolicy,
 };
 
 use crate::pb::{parse_duration, u32_value};
@@ -213,6 +216,9 @@ pub(crate) fn apply(c: &mut Cluster, policy: &Policy, grpc: bool) {
     }
     c.common_lb_config = Some(CommonLbConfig {
         healthy_panic_threshold: Some(Percent { value: panic }),
+        locality_config_specifier: locality_weighted(policy).then_some({
+            LocalityConfigSpecifier::LocalityWeightedLbConfig(LocalityWeightedLbConfig {})
+        }),
         ..Default::default()
     });
     if let Some(k) = policy
@@ -374,24 +380,102 @@ pub(crate) fn add_hash_policies(snap: &MeshSnapshot, proxy_ns: &str, vh: &mut Vi
     }
 }
 
-/// The proxy locality the endpoints of a cluster are ordered by, or `""`
-/// when locality failover does not apply: as in Istio it needs outlier
-/// detection (to notice failures), a known proxy locality, and locality
-/// load balancing not disabled.
+/// The proxy locality the endpoints of a cluster are weighted or ordered
+/// by, or `""` when neither applies. `distribute` needs only a known proxy
+/// locality; locality failover, as in Istio, also needs outlier detection
+/// (to notice failures). Both need locality load balancing not disabled.
 pub(crate) fn failover_locality<'a>(policy: &Policy, proxy_locality: &'a str) -> &'a str {
-    let setting = policy
-        .lb
-        .as_ref()
-        .and_then(|l| l.locality_lb_setting.as_ref());
-    let enabled = setting.is_none_or(|s| s.enabled != Some(false) && s.distribute.is_empty());
-    if policy.outlier.is_some() && enabled && !proxy_locality.is_empty() {
+    let setting = locality_setting(policy);
+    let enabled = setting.is_none_or(|s| s.enabled != Some(false));
+    let distribute = setting.is_some_and(|s| !s.distribute.is_empty());
+    if enabled && (distribute || policy.outlier.is_some()) && !proxy_locality.is_empty() {
         proxy_locality
     } else {
         ""
     }
 }
 
-/// Istio's locality failover: priority 0 for endpoints in the proxy's
+/// The effective `localityLbSetting`, if any.
+fn locality_setting(policy: &Policy) -> Option<&LocalityLoadBalancerSetting> {
+    policy
+        .lb
+        .as_ref()
+        .and_then(|l| l.locality_lb_setting.as_ref())
+}
+
+/// Whether the cluster balances by locality weights (`distribute` set and
+/// locality load balancing not disabled), as Istio then sets
+/// `common_lb_config.locality_weighted_lb_config`.
+pub(crate) fn locality_weighted(policy: &Policy) -> bool {
+    locality_setting(policy).is_some_and(|s| s.enabled != Some(false) && !s.distribute.is_empty())
+}
+
+/// Istio's `applyLocalityWeights`: for the first `distribute` rule whose
+/// `from` matches the proxy's locality, each locality gets the weight of
+/// the first `to` entry (in key order) it matches, split among the
+/// localities matching that entry in proportion to their own weights
+/// (rounded up); localities matching no entry lose their endpoints.
+fn apply_distribute(
+    la: &mut envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+    rules: &[Distribute],
+    here: &str,
+) {
+    let (r, z, s) = split_locality(here);
+    let Some(rule) = rules
+        .iter()
+        .find(|d| locality_match((r, z, s), d.from.as_deref().unwrap_or("")))
+    else {
+        return;
+    };
+    let mut unmatched: Vec<bool> = vec![true; la.endpoints.len()];
+    for (to, weight) in &rule.to {
+        let weight = u64::try_from(*weight).unwrap_or(0);
+        let mut hit = Vec::new();
+        for (i, group) in la.endpoints.iter().enumerate() {
+            let l = group.locality.clone().unwrap_or_default();
+            if unmatched[i] && locality_match((&l.region, &l.zone, &l.sub_zone), to) {
+                unmatched[i] = false;
+                let own = group.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+                hit.push((i, u64::from(own)));
+            }
+        }
+        let total: u64 = hit.iter().map(|h| h.1).sum();
+        for (i, own) in hit {
+            let w = (own * weight).div_ceil(total.max(1));
+            if w > 0 {
+                let w = u32::try_from(w).unwrap_or(u32::MAX);
+                la.endpoints[i].load_balancing_weight = Some(UInt32Value { value: w });
+            }
+        }
+    }
+    for (group, drop) in la.endpoints.iter_mut().zip(unmatched) {
+        if drop {
+            group.lb_endpoints.clear();
+        }
+    }
+}
+
+/// `region/zone/subzone` split into its parts (missing ones empty).
+fn split_locality(l: &str) -> (&str, &str, &str) {
+    let mut it = l.splitn(3, '/');
+    (
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+    )
+}
+
+/// Istio's `LocalityMatch`: a rule `region/zone/subzone` where `*` matches
+/// anything and a missing zone or subzone matches any.
+fn locality_match(l: (&str, &str, &str), rule: &str) -> bool {
+    let (r, z, s) = split_locality(rule);
+    (r == "*" || r == l.0)
+        && (z.is_empty() || z == "*" || z == l.1)
+        && (s.is_empty() || s == "*" || s == l.2)
+}
+
+/// Istio's locality load balancing: `distribute` weights (see
+/// `apply_distribute`), or else locality failover: priority 0 for endpoints in the proxy's
 /// region/zone/subzone, 1 for its zone, 2 for its region, 3 for other
 /// regions — 4 for those not named by a matching `failover` rule's `to` —
 /// then renumbered without gaps.
@@ -401,6 +485,12 @@ pub(crate) fn apply_failover(
     here: &str,
 ) {
     if here.is_empty() {
+        return;
+    }
+    if let Some(s) = locality_setting(policy)
+        && !s.distribute.is_empty()
+    {
+        apply_distribute(la, &s.distribute, here);
         return;
     }
     let mut mine = here.splitn(3, '/');

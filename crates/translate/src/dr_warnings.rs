@@ -78,19 +78,13 @@ fn parts(
 ) {
     if let Some(lb) = lb {
         let at = format!("{at}.loadBalancer");
-        if let Some(l) = &lb.locality_lb_setting {
-            if !l.distribute.is_empty() {
-                warn(
-                    format!("{at}.localityLbSetting.distribute"),
-                    "not enforced: traffic is not weighted by locality",
-                );
-            }
-            if !l.failover_priority.is_empty() {
-                warn(
-                    format!("{at}.localityLbSetting.failoverPriority"),
-                    "not enforced: failover follows localities only",
-                );
-            }
+        if let Some(l) = &lb.locality_lb_setting
+            && !l.failover_priority.is_empty()
+        {
+            warn(
+                format!("{at}.localityLbSetting.failoverPriority"),
+                "not enforced: failover follows localities only",
+            );
         }
         if lb.zone_aware_lb_setting.is_some() {
             warn(format!("{at}.zoneAwareLbSetting"), "not enforced");

@@ -437,6 +437,111 @@ spec:
 }
 
 #[test]
+fn locality_distribute_weights_localities_from_the_proxy_locality() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: inventory, namespace: default}
+spec:
+  hosts: [inventory.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.0.0.1, locality: region1/zone1/a}
+  - {address: 10.0.0.2, locality: region1/zone1/b}
+  - {address: 10.0.0.3, locality: region1/zone2/a}
+  - {address: 10.0.0.4, locality: region2/zone1/a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: inventory, namespace: default}
+spec:
+  host: inventory.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: region9/*
+          to: {"region2/*": 100}
+        - from: region1/zone1/*
+          to: {"region1/zone1/*": 80, "region1/zone2/*": 20}
+"#;
+    let (snap, _) = common::snapshot(common::load(&[], yaml));
+    let mut proxy = ProxyMeta {
+        node_id: "sidecar~10.9.0.1~client-0.default~default.svc.cluster.local".into(),
+        kind: ProxyKind::Sidecar,
+        ip: Some("10.9.0.1".parse().unwrap()),
+        namespace: "default".into(),
+        workload: "client".into(),
+        labels: Default::default(),
+        service_account: "default".into(),
+        locality: "region1/zone1/a".into(),
+    };
+    // (locality, its weight, its endpoint count, priority)
+    let weights = |g: &Generated| {
+        let la: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment =
+            unpack(&g.endpoints["outbound|9080||inventory.default.svc.cluster.local"]).unwrap();
+        let mut v: Vec<(String, u32, usize, u32)> = la
+            .endpoints
+            .iter()
+            .map(|l| {
+                let l2 = l.locality.clone().unwrap();
+                (
+                    format!("{}/{}/{}", l2.region, l2.zone, l2.sub_zone),
+                    l.load_balancing_weight.unwrap().value,
+                    l.lb_endpoints.len(),
+                    l.priority,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let g = generate(&snap, &proxy);
+    // 80 split over the two subzones of region1/zone1, 20 to region1/zone2,
+    // region2 matches no entry and loses its endpoints; no priorities.
+    assert_eq!(
+        weights(&g),
+        vec![
+            ("region1/zone1/a".into(), 40, 1, 0),
+            ("region1/zone1/b".into(), 40, 1, 0),
+            ("region1/zone2/a".into(), 20, 1, 0),
+            ("region2/zone1/a".into(), 1, 0, 0),
+        ]
+    );
+    let c = cluster(&g, 9080, "");
+    let lb = c.common_lb_config.unwrap();
+    assert!(matches!(
+        lb.locality_config_specifier,
+        Some(envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+    ));
+    // The first matching rule wins: a region9 proxy sends all to region2.
+    proxy.locality = "region9/zone7/".into();
+    let g = generate(&snap, &proxy);
+    let w = weights(&g);
+    assert_eq!(w[3], ("region2/zone1/a".into(), 100, 1, 0));
+    assert!(w[..3].iter().all(|l| l.2 == 0), "{w:?}");
+    // A proxy no rule matches keeps the plain locality weights.
+    proxy.locality = "region5/zone1/".into();
+    let w = weights(&generate(&snap, &proxy));
+    assert!(w.iter().all(|l| l.1 == 1 && l.2 == 1), "{w:?}");
+    // Disabled locality load balancing: no weighting at all.
+    let (snap, _) = common::snapshot(common::load(
+        &[],
+        &yaml.replace(
+            "localityLbSetting:",
+            "localityLbSetting:\n        enabled: false",
+        ),
+    ));
+    proxy.locality = "region1/zone1/a".into();
+    let g = generate(&snap, &proxy);
+    assert!(weights(&g).iter().all(|l| l.1 == 1 && l.2 == 1));
+    let lb = cluster(&g, 9080, "").common_lb_config.unwrap();
+    assert!(lb.locality_config_specifier.is_none());
+}
+
+#[test]
 fn unenforced_fields_are_reported_with_their_path() {
     let dr = r#"
 apiVersion: networking.istio.io/v1
@@ -455,7 +560,7 @@ spec:
     trafficPolicy:
       loadBalancer:
         localityLbSetting:
-          distribute: [{from: "r1/*", to: {"r1/*": 100}}]
+          failoverPriority: [topology.istio.io/network]
 "#;
     let (snap, _) = common::snapshot(common::load(&[], &format!("{SERVICE}---{dr}")));
     let found: Vec<String> = meshwork_translate::warnings(&snap)
@@ -465,7 +570,7 @@ spec:
     for field in [
         "DestinationRule default/inventory: spec.trafficPolicy.portLevelSettings[0].connectionPool.tcp.maxConnectionDuration",
         "DestinationRule default/inventory: spec.trafficPolicy.tunnel",
-        "DestinationRule default/inventory: spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute",
+        "DestinationRule default/inventory: spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.failoverPriority",
     ] {
         assert!(
             found.iter().any(|w| w.starts_with(field)),
