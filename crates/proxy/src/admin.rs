@@ -256,6 +256,7 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
                     "ejections": e.outlier.ejections(),
                     "locality": e.model.locality,
                     "priority": e.model.priority,
+                    "locality_weight": e.model.locality_weight,
                     "weight": e.model.weight,
                     "active_requests": e.active.load(Ordering::Relaxed),
                 })).collect::<Vec<_>>(),

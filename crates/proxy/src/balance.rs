@@ -1,7 +1,7 @@
 //! Endpoint sets and load balancing (round robin, least request with power
 //! of two choices, random, ring hash and Maglev), with per-endpoint
-//! active-request counts, EDS priorities, Envoy's panic threshold, slow
-//! start and outlier ejection.
+//! active-request counts, EDS priorities, locality-weighted balancing,
+//! Envoy's panic threshold, slow start and outlier ejection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::hash::HashTable;
-use crate::locality::priority_load;
+use crate::locality::{locality_weight, priority_load};
 use crate::model::cluster::{ClusterModel, EndpointModel, LbKind};
 use crate::model::cluster_policy::SlowStart;
 use crate::outlier::HostOutlier;
@@ -87,6 +87,9 @@ pub struct BalanceConfig {
     pub panic_threshold: f64,
     /// Slow start for endpoints that join later.
     pub slow_start: Option<SlowStart>,
+    /// Envoy's locality-weighted balancing (`locality_weighted_lb_config`):
+    /// a locality is chosen by weight first, then an endpoint in it.
+    pub locality_weighted: bool,
 }
 
 impl Default for BalanceConfig {
@@ -95,6 +98,7 @@ impl Default for BalanceConfig {
             lb: LbKind::RoundRobin,
             panic_threshold: 0.0,
             slow_start: None,
+            locality_weighted: false,
         }
     }
 }
@@ -106,6 +110,7 @@ impl BalanceConfig {
             lb: model.lb,
             panic_threshold: model.policy.panic_threshold,
             slow_start: model.policy.slow_start.clone(),
+            locality_weighted: model.policy.locality_weighted,
         }
     }
 }
@@ -118,6 +123,9 @@ pub struct Level {
     weight: u64,
     uniform: bool,
     table: Option<HashTable>,
+    /// With locality-weighted balancing: each locality's effective weight
+    /// and its usable hosts (empty otherwise).
+    localities: Vec<(u64, Level)>,
 }
 
 impl Level {
@@ -138,6 +146,47 @@ impl Level {
             weight,
             uniform,
             table,
+            localities: Vec::new(),
+        }
+    }
+
+    /// A level split by locality: `all` are every endpoint of the priority
+    /// (usable or not, for the health share), `usable` says which take
+    /// traffic. Localities whose effective weight is 0 are left out.
+    fn by_locality(
+        all: &[&Arc<Endpoint>],
+        usable: impl Fn(&Arc<Endpoint>) -> bool,
+        lb: LbKind,
+    ) -> Self {
+        let mut names: Vec<&str> = Vec::new();
+        for e in all {
+            if !names.contains(&e.model.locality.as_str()) {
+                names.push(&e.model.locality);
+            }
+        }
+        let localities = names
+            .into_iter()
+            .filter_map(|name| {
+                let members: Vec<&Arc<Endpoint>> = all
+                    .iter()
+                    .copied()
+                    .filter(|e| e.model.locality == name)
+                    .collect();
+                let hosts: Vec<Arc<Endpoint>> = members
+                    .iter()
+                    .copied()
+                    .filter(|e| usable(e))
+                    .cloned()
+                    .collect();
+                let weight =
+                    locality_weight(members[0].model.locality_weight, hosts.len(), members.len());
+                (weight > 0).then(|| (weight, Level::new(hosts, lb)))
+            })
+            .collect();
+        let hosts = all.iter().copied().filter(|e| usable(e)).cloned().collect();
+        Level {
+            localities,
+            ..Level::new(hosts, lb)
         }
     }
 }
@@ -211,8 +260,15 @@ impl EndpointSet {
             let level = Level::new(all.clone(), cfg.lb);
             (all.clone(), vec![level], vec![100])
         } else {
+            let by_locality = cfg.locality_weighted
+                && !matches!(cfg.lb, LbKind::RingHash { .. } | LbKind::Maglev { .. });
             let levels = (0..priorities)
                 .map(|p| {
+                    if by_locality {
+                        let members: Vec<&Arc<Endpoint>> =
+                            all.iter().filter(|e| e.model.priority == p).collect();
+                        return Level::by_locality(&members, usable, cfg.lb);
+                    }
                     let hosts = all
                         .iter()
                         .filter(|e| e.model.priority == p && usable(e))
@@ -255,6 +311,21 @@ impl EndpointSet {
             };
             let i = self.load.iter().position(|c| point < *c)?;
             self.levels.get(i)?
+        };
+        let level = if level.localities.is_empty() {
+            level
+        } else {
+            let total: u64 = level.localities.iter().map(|l| l.0).sum();
+            let mut point = random(usize::try_from(total).unwrap_or(usize::MAX)) as u64;
+            let mut chosen = None;
+            for (w, l) in &level.localities {
+                if point < *w {
+                    chosen = Some(l);
+                    break;
+                }
+                point -= w;
+            }
+            chosen?
         };
         let n = level.hosts.len();
         if n <= 1 {
@@ -450,6 +521,38 @@ mod tests {
         // Threshold 0 (what translate sends) never panics.
         let set = EndpointSet::build(&[ep(1, 1, false), ep(2, 1, false)], None, &rr());
         assert!(!set.panic);
+    }
+
+    #[test]
+    fn locality_weights_choose_the_locality_first() {
+        let mut a = ep(1, 1, true);
+        let mut b = ep(2, 1, true);
+        let mut b2 = ep(3, 1, false);
+        (a.locality, a.locality_weight) = ("r1/z1/".into(), 80);
+        (b.locality, b.locality_weight) = ("r1/z2/".into(), 20);
+        (b2.locality, b2.locality_weight) = ("r1/z2/".into(), 20);
+        let cfg = BalanceConfig {
+            locality_weighted: true,
+            ..rr()
+        };
+        let c = AtomicUsize::new(0);
+        let share = |set: &EndpointSet| {
+            (0..100)
+                .filter(|k| {
+                    let p = set.pick(&cfg, &c, None, |n| k * n / 100).unwrap();
+                    p.address().port() == 1
+                })
+                .count()
+        };
+        // Both fully healthy: 80/20 whatever the endpoint counts.
+        let set = EndpointSet::build(&[a.clone(), b.clone()], None, &cfg);
+        assert_eq!(share(&set), 80);
+        // Half of z2 unhealthy: 20 x 0.7 = 14 against 80.
+        let set = EndpointSet::build(&[a.clone(), b.clone(), b2], None, &cfg);
+        assert_eq!(share(&set), 86);
+        // Without locality weighting: plain round robin over both.
+        let set = EndpointSet::build(&[a, b], None, &rr());
+        assert_eq!(share(&set), 50);
     }
 
     #[test]

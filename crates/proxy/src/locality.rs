@@ -2,7 +2,9 @@
 //! (Istio does so for locality failover: the proxy's own locality first,
 //! then its region, then the failover region, then the rest). Traffic goes
 //! to priority 0 while it is healthy enough and spills to the next levels
-//! as it loses health, with Envoy's overprovisioning factor of 1.4.
+//! as it loses health, with Envoy's overprovisioning factor of 1.4. Within
+//! a priority, locality-weighted balancing scales each locality's weight
+//! by its health the same way.
 
 /// Envoy's default overprovisioning factor, in percent.
 const OVERPROVISIONING: usize = 140;
@@ -56,9 +58,30 @@ pub fn priority_load(levels: &[(usize, usize)]) -> (Vec<u32>, u32) {
     (cumulative, total_health)
 }
 
+/// Envoy's effective weight of a locality in locality-weighted balancing:
+/// its weight scaled by its availability, min(1, usable/total × 1.4), in
+/// hundredths (0 when nothing in it is usable).
+pub fn locality_weight(weight: u32, usable: usize, total: usize) -> u64 {
+    let availability = (OVERPROVISIONING * usable)
+        .checked_div(total)
+        .map_or(0, |a| a.min(100)) as u64;
+    u64::from(weight) * availability
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locality_weight_follows_health_with_overprovisioning() {
+        assert_eq!(locality_weight(80, 4, 4), 8000);
+        // 3 of 4 usable: 105% capped at 100%.
+        assert_eq!(locality_weight(80, 3, 4), 8000);
+        // 1 of 2 usable: 70%.
+        assert_eq!(locality_weight(20, 1, 2), 1400);
+        assert_eq!(locality_weight(20, 0, 2), 0);
+        assert_eq!(locality_weight(20, 0, 0), 0);
+    }
 
     #[test]
     fn healthy_priority_zero_takes_everything() {

@@ -1,7 +1,8 @@
 //! Which endpoints take traffic: EDS health (UNHEALTHY and DRAINING are
 //! never chosen), EDS priorities (locality failover: the preferred level
-//! takes everything while healthy, the next one when it is not), and
-//! Envoy's panic threshold — through a real proxy and real backends.
+//! takes everything while healthy, the next one when it is not),
+//! locality-weighted balancing (DestinationRule `distribute`) and Envoy's
+//! panic threshold — through a real proxy and real backends.
 
 mod cluster_harness;
 mod support;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::CommonLbConfig;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
 use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -181,5 +185,162 @@ async fn panic_threshold_as_envoy() {
     assert_eq!(
         spread(port, 5).await,
         HashSet::from(["status 503".to_string()])
+    );
+}
+
+/// What translate sends a region1/zone1 proxy for `distribute {from:
+/// region1/zone1/*, to: {region1/zone1/*: 80, region1/zone2/*: 20}}`: two
+/// zone1 subzones at 40 each, zone2 (two endpoints) at 20, region2 emptied.
+fn distributed(zone2_second: HealthStatus, backends: [u16; 4]) -> ClusterLoadAssignment {
+    let group =
+        |zone: &str, sub: &str, weight: u32, eps: &[(u16, HealthStatus)]| LocalityLbEndpoints {
+            locality: Some(Locality {
+                region: if zone.is_empty() {
+                    "region2"
+                } else {
+                    "region1"
+                }
+                .into(),
+                zone: if zone.is_empty() { "zone1" } else { zone }.into(),
+                sub_zone: sub.into(),
+            }),
+            load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                value: weight,
+            }),
+            lb_endpoints: eps
+                .iter()
+                .map(|&(port, health)| LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                        address: Some(addr(port)),
+                        ..Default::default()
+                    })),
+                    health_status: health as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+    let [a, b, c, d] = backends;
+    ClusterLoadAssignment {
+        cluster_name: "backend".into(),
+        endpoints: vec![
+            group("zone1", "a", 40, &[(a, HealthStatus::Healthy)]),
+            group("zone1", "b", 40, &[(b, HealthStatus::Healthy)]),
+            group(
+                "zone2",
+                "a",
+                20,
+                &[(c, HealthStatus::Healthy), (d, zone2_second)],
+            ),
+            group("", "a", 1, &[]),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Waits until /config_dump shows `healthy` healthy endpoints.
+async fn wait_for_endpoints(mesh: &Mesh, healthy: usize) {
+    for _ in 0..250 {
+        let (_, dump) = mesh.admin("/config_dump").await;
+        let dump: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+        let eps = &dump["configs"][2]["dynamic_active_clusters"][0]["endpoints"];
+        let n = eps
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|e| e["healthy"] == true).count());
+        if n == healthy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never saw {healthy} healthy endpoints");
+}
+
+/// Requests (of `n`) answered by each backend name.
+async fn counts(port: u16, n: usize) -> std::collections::HashMap<String, usize> {
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..n {
+        let (status, body) = http_get(proxy, "/").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        *seen
+            .entry(body.split(':').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_weighted_balancing_follows_distribute_weights() {
+    let names = ["z1a", "z1b", "z2a", "z2b"];
+    let mut ports = [0u16; 4];
+    for (p, n) in ports.iter_mut().zip(names) {
+        *p = http_backend(n).await;
+    }
+    let mut cluster = no_panic(eds_cluster("backend", false));
+    if let Some(c) = cluster.common_lb_config.as_mut() {
+        c.locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig {},
+        ));
+    }
+    let (mesh, port) = start(cluster, &[]).await;
+    mesh.ads.set(
+        TypeUrl::Endpoint,
+        [(
+            "backend".to_string(),
+            pack(&distributed(HealthStatus::Healthy, ports)),
+        )],
+    );
+    wait_for_endpoints(&mesh, 4).await;
+    // /config_dump shows the locality weights and the cluster's setting.
+    let (_, dump) = mesh.admin("/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let c = &dump["configs"][2]["dynamic_active_clusters"][0];
+    assert_eq!(c["policy"]["locality_weighted_lb_config"], true);
+    let eps = &c["endpoints"];
+    assert_eq!(eps[0]["locality"], "region1/zone1/a");
+    assert_eq!(eps[0]["locality_weight"], 40);
+    assert_eq!(eps[2]["locality_weight"], 20);
+    // 2,000 requests: zone1 takes 80% and zone2 20%. With p = 0.2 the
+    // standard deviation is ~0.9%, so ±4% is a bound of >4 sigma.
+    const N: usize = 2000;
+    let seen = counts(port, N).await;
+    let share = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| seen.get(*n).copied().unwrap_or(0))
+            .sum::<usize>() as f64
+            / N as f64
+    };
+    let zone2 = share(&["z2a", "z2b"]);
+    assert!(
+        (0.16..=0.24).contains(&zone2),
+        "zone2 share {zone2}: {seen:?}"
+    );
+    // Within a locality the cluster's round robin spreads evenly.
+    for n in names {
+        assert!(
+            seen.get(n).copied().unwrap_or(0) > 0,
+            "{n} unused: {seen:?}"
+        );
+    }
+    let (z1a, z1b) = (share(&["z1a"]), share(&["z1b"]));
+    assert!((z1a - z1b).abs() <= 0.06, "{seen:?}");
+
+    // Half of zone2 unhealthy: its weight scales by min(1, 1/2 x 1.4) =
+    // 0.7, so zone2 gets 14/94 (~14.9%) and only from its healthy endpoint.
+    mesh.ads.set(
+        TypeUrl::Endpoint,
+        [(
+            "backend".to_string(),
+            pack(&distributed(HealthStatus::Unhealthy, ports)),
+        )],
+    );
+    wait_for_endpoints(&mesh, 3).await;
+    let seen = counts(port, N).await;
+    assert_eq!(seen.get("z2b"), None, "{seen:?}");
+    let zone2 = seen.get("z2a").copied().unwrap_or(0) as f64 / N as f64;
+    assert!(
+        (0.11..=0.19).contains(&zone2),
+        "zone2 share {zone2}: {seen:?}"
     );
 }

@@ -288,6 +288,7 @@ impl ClusterPolicy {
                 "max_ejection_percent": o.max_ejection_percent,
             })),
             "healthy_panic_threshold": self.panic_threshold,
+            "locality_weighted_lb_config": self.locality_weighted,
             "slow_start_window_ms": self.slow_start.as_ref().map(|s| s.window.as_millis() as u64),
             "max_requests_per_connection": self.max_requests_per_connection,
             "tcp_keepalive": self.keepalive.as_ref().map(|k| serde_json::json!({
