@@ -82,6 +82,11 @@ impl SnapshotBuilder {
         registry.assign_addresses(&self.platform.service_addresses());
         let resources = loaded.resources.len();
         let snapshot = MeshSnapshot::new(version, loaded.resources, registry);
+        // Fields that are accepted but not enforced are reported, never
+        // silently ignored.
+        for w in meshwork_translate::warnings(&snapshot) {
+            tracing::warn!("{w}");
+        }
         let report = BuildReport {
             diagnostics: loaded.diagnostics,
             resources,
