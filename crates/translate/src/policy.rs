@@ -124,29 +124,12 @@ fn hundredths(n: i64) -> FractionalPercent {
 
 /// gRPC status codes by name, as Istio accepts them.
 fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    name.parse::<u32>()
-        .ok()
-        .filter(|c| *c <= 16)
-        .or_else(|| NAMES.iter().position(|n| *n == name).map(|i| i as u32))
+    name.parse::<u32>().ok().filter(|c| *c <= 16).or_else(|| {
+        meshwork_config::validate::GRPC_STATUS
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| i as u32)
+    })
 }
 
 /// Istio's `TranslateFault`: a fixed delay and an abort, each with its

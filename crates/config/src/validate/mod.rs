@@ -10,6 +10,7 @@ mod security;
 mod traffic;
 
 pub use common::{MAX_REGEX_LEN, validate_regex};
+pub use routes::GRPC_STATUS;
 
 use crate::diag::{Diagnostic, Level, codes};
 use crate::node::FieldPath;

@@ -31,7 +31,9 @@ const RETRY_ON: [&str; 17] = [
     "non-idempotent",
 ];
 
-const GRPC_STATUS: [&str; 17] = [
+/// gRPC status code names in code order (index = code), as Istio accepts
+/// them in fault aborts and retry conditions.
+pub const GRPC_STATUS: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
