@@ -37,8 +37,8 @@ pub struct TranslateSource {
     shared: Mutex<Option<Arc<Shared>>>,
 }
 
-/// The identities of a [`Generated`]'s four maps.
-type GeneratedId = [usize; 4];
+/// The identities of a [`Generated`]'s maps, one per type.
+type GeneratedId = [usize; TypeUrl::ALL.len()];
 
 /// A generated result converted once, kept next to what it came from.
 type Converted = Arc<OnceLock<(Generated, Arc<NodeResources>)>>;

@@ -110,6 +110,7 @@ impl ConfigStore {
             TypeUrl::Route => list(&a.routes),
             TypeUrl::Cluster => list(&a.clusters),
             TypeUrl::Endpoint => list(&a.endpoints),
+            TypeUrl::VirtualHost => Vec::new(),
         }
     }
 
@@ -277,6 +278,8 @@ impl ResourceSink for ConfigStore {
                 }
                 errors
             }
+            // VHDS is not consumed yet: nothing to apply, nothing rejected.
+            TypeUrl::VirtualHost => Vec::new(),
         };
         a.received.insert(t);
         self.publish(&a);
@@ -288,7 +291,7 @@ impl ResourceSink for ConfigStore {
         match t {
             TypeUrl::Route => wanted_routes(&a),
             TypeUrl::Endpoint => wanted_endpoints(&a),
-            TypeUrl::Listener | TypeUrl::Cluster => Vec::new(),
+            TypeUrl::Listener | TypeUrl::Cluster | TypeUrl::VirtualHost => Vec::new(),
         }
     }
 }

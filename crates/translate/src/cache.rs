@@ -160,11 +160,9 @@ pub fn generate_cached(
     let inbound = memos.inbound.get_or_init(key, || {
         let mut out = Generated::default();
         cluster::inbound(proxy, &ports, &mut out);
-        listener::inbound(
-            &ports,
-            &crate::authn::inbound_mtls(snapshot, proxy),
-            &mut out,
-        );
+        let mtls = crate::authn::inbound_mtls(snapshot, proxy);
+        listener::inbound(&ports, &mtls, &mut out);
+        crate::sidecar_listeners::ingress(snapshot, proxy, &mtls, &mut out);
         out
     });
     // Both parts stay alive in their memos, so their ids identify them.
@@ -199,6 +197,7 @@ fn merge(outbound: &Generated, inbound: &Generated) -> Generated {
         (&mut out.routes, &inbound.routes),
         (&mut out.clusters, &inbound.clusters),
         (&mut out.endpoints, &inbound.endpoints),
+        (&mut out.virtual_hosts, &inbound.virtual_hosts),
     ] {
         if !add.is_empty() {
             map.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));

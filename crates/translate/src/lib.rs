@@ -28,6 +28,7 @@ mod policy;
 mod resources;
 mod route;
 mod scope;
+mod sidecar_listeners;
 mod snapshot;
 mod tcp_route;
 mod tls;
@@ -58,6 +59,9 @@ pub struct Generated {
     pub clusters: Resources,
     /// Cluster load assignments (EDS) by `cluster_name`.
     pub endpoints: Resources,
+    /// VHDS virtual hosts by `<route configuration>/<virtual host>`; only
+    /// for proxies that ask for VHDS (`MESHWORK_VHDS`), else empty.
+    pub virtual_hosts: Resources,
 }
 
 impl Generated {
@@ -73,6 +77,7 @@ impl Generated {
             TypeUrl::Route => &self.routes,
             TypeUrl::Cluster => &self.clusters,
             TypeUrl::Endpoint => &self.endpoints,
+            TypeUrl::VirtualHost => &self.virtual_hosts,
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn generate(snapshot: &MeshSnapshot, proxy: &ProxyMeta) -> Generated {
             listener::outbound(snapshot, proxy, &scope, &mut out);
             let mtls = authn::inbound_mtls(snapshot, proxy);
             listener::inbound(&ports, &mtls, &mut out);
+            sidecar_listeners::ingress(snapshot, proxy, &mtls, &mut out);
             route::outbound(snapshot, proxy, &scope, &mut out);
         }
         ProxyKind::Proxyless => {

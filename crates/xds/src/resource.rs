@@ -3,8 +3,9 @@
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
-/// The four resource types a sidecar subscribes to, in the order Envoy
-/// applies them (clusters before their endpoints, listeners before routes).
+/// The resource types Meshwork serves, in the order Envoy applies them
+/// (clusters before their endpoints, listeners before routes, route
+/// configurations before their VHDS virtual hosts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TypeUrl {
     /// CDS: `envoy.config.cluster.v3.Cluster`.
@@ -15,15 +16,20 @@ pub enum TypeUrl {
     Listener,
     /// RDS: `envoy.config.route.v3.RouteConfiguration`.
     Route,
+    /// VHDS: `envoy.config.route.v3.VirtualHost`, delta xDS only; named
+    /// `<route configuration name>/<virtual host name>` and subscribed to
+    /// by route configuration name.
+    VirtualHost,
 }
 
 impl TypeUrl {
     /// Every type, in subscription order.
-    pub const ALL: [TypeUrl; 4] = [
+    pub const ALL: [TypeUrl; 5] = [
         TypeUrl::Cluster,
         TypeUrl::Endpoint,
         TypeUrl::Listener,
         TypeUrl::Route,
+        TypeUrl::VirtualHost,
     ];
 
     /// The full type URL as it appears on the wire.
@@ -35,6 +41,7 @@ impl TypeUrl {
             }
             TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeUrl::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            TypeUrl::VirtualHost => "type.googleapis.com/envoy.config.route.v3.VirtualHost",
         }
     }
 
@@ -43,13 +50,15 @@ impl TypeUrl {
         TypeUrl::ALL.into_iter().find(|t| t.as_str() == url)
     }
 
-    /// The short name `istioctl proxy-status` uses (CDS, EDS, LDS, RDS).
+    /// The short name `istioctl proxy-status` uses (CDS, EDS, LDS, RDS;
+    /// VHDS for virtual hosts).
     pub fn short_name(self) -> &'static str {
         match self {
             TypeUrl::Cluster => "CDS",
             TypeUrl::Endpoint => "EDS",
             TypeUrl::Listener => "LDS",
             TypeUrl::Route => "RDS",
+            TypeUrl::VirtualHost => "VHDS",
         }
     }
 

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::TypeUrl;
 
-/// istiod's `type` label: `cds`, `eds`, `lds` or `rds`.
+/// istiod's `type` label: `cds`, `eds`, `lds`, `rds` or `vhds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     /// The xDS type's short name.
@@ -24,6 +24,7 @@ impl From<TypeUrl> for TypeLabel {
             TypeUrl::Endpoint => "eds",
             TypeUrl::Listener => "lds",
             TypeUrl::Route => "rds",
+            TypeUrl::VirtualHost => "vhds",
         };
         TypeLabel { r#type }
     }

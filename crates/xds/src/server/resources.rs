@@ -164,7 +164,7 @@ pub fn set_version<'a>(set: impl Iterator<Item = (&'a String, &'a Versioned)>) -
 
 /// A shared empty set per type, for proxies that have none of a type.
 pub(crate) fn empty(t: TypeUrl) -> Arc<TypeResources> {
-    static EMPTY: OnceLock<[Arc<TypeResources>; 4]> = OnceLock::new();
+    static EMPTY: OnceLock<[Arc<TypeResources>; TypeUrl::ALL.len()]> = OnceLock::new();
     let all = EMPTY.get_or_init(|| TypeUrl::ALL.map(|t| Arc::new(TypeResources::empty(t))));
     all.iter()
         .find(|s| s.type_url == t)
