@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod resource;
+pub mod scripted;
 pub mod server;
 
 pub use envoy_types;
