@@ -83,6 +83,7 @@ fn fleet(instances: &[WorkloadInstance]) -> Vec<ProxyMeta> {
                 ]),
                 service_account: format!("svc{s}"),
                 locality: String::new(),
+                vhds: false,
             });
         }
     }
@@ -100,6 +101,7 @@ fn bench(c: &mut Criterion) {
         labels: instances[0].labels.clone(),
         service_account: "svc0".into(),
         locality: String::new(),
+        vhds: false,
     };
     c.bench_function("registry_and_snapshot_1000x10", |b| {
         b.iter(|| {

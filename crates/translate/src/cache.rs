@@ -56,8 +56,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What the outbound part depends on: kind, namespace, and the value (or
 /// absence) of each consulted label, in `consulted_labels` order, and the
-/// proxy's locality (locality failover orders endpoints by it).
-type OutboundKey = (ProxyKind, String, Vec<Option<String>>, String);
+/// proxy's locality (locality failover orders endpoints by it), and
+/// whether it takes virtual hosts through VHDS.
+type OutboundKey = (ProxyKind, String, Vec<Option<String>>, String, bool);
 
 /// What the inbound part depends on: namespace, workload, labels, service
 /// account and inbound ports.
@@ -142,6 +143,7 @@ pub fn generate_cached(
         proxy.namespace.clone(),
         labels,
         proxy.locality.clone(),
+        proxy.vhds,
     );
     let outbound = memos
         .outbound

@@ -32,6 +32,7 @@ mod sidecar_listeners;
 mod snapshot;
 mod tcp_route;
 mod tls;
+mod vhds;
 mod vs;
 mod warnings;
 

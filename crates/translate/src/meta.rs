@@ -36,6 +36,10 @@ pub struct ProxyMeta {
     /// `region/zone/subzone` (the node's locality, else its topology
     /// labels); empty when unknown. Locality failover orders endpoints by it.
     pub locality: String,
+    /// Whether the proxy takes its route tables' virtual hosts through
+    /// VHDS (node metadata `MESHWORK_VHDS: "true"`, sent by Meshwork's
+    /// sidecar over delta xDS); others get Istio's inline route tables.
+    pub vhds: bool,
 }
 
 fn string(v: &Value) -> Option<&str> {
@@ -50,6 +54,19 @@ fn field<'a>(md: Option<&'a Struct>, key: &str) -> Option<&'a str> {
         .get(key)
         .and_then(string)
         .filter(|s| !s.is_empty())
+}
+
+/// A boolean metadata entry: the string `"true"` (as Istio's node
+/// metadata carries booleans) or a protobuf bool.
+fn flag(md: Option<&Struct>, key: &str) -> bool {
+    match md
+        .and_then(|m| m.fields.get(key))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::StringValue(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Kind::BoolValue(b)) => *b,
+        _ => false,
+    }
 }
 
 impl ProxyMeta {
@@ -105,6 +122,7 @@ impl ProxyMeta {
                 .unwrap_or("default")
                 .to_string(),
             locality: String::new(),
+            vhds: flag(md, "MESHWORK_VHDS"),
         }
         .with_locality(node)
     }

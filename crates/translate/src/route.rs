@@ -8,7 +8,6 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteConfiguration, VirtualHost,
 };
 use meshwork_registry::Service;
-use meshwork_xds::pack;
 
 use crate::Generated;
 use crate::meta::ProxyMeta;
@@ -90,13 +89,13 @@ pub(crate) fn outbound(
             validate_clusters: bool_value(false),
             ..Default::default()
         };
-        out.routes.insert(rc.name.clone(), pack(&rc));
+        crate::vhds::emit(rc, proxy.vhds, out);
     }
 }
 
 /// Istio's catch-all virtual host: `allow_any` passes unknown hosts through,
 /// `block_all` answers 502.
-fn fallback(allow_any: bool) -> VirtualHost {
+pub(crate) fn fallback(allow_any: bool) -> VirtualHost {
     let (name, route) = if allow_any {
         let mut r = default_route(PASSTHROUGH);
         r.name = "allow_any".into();

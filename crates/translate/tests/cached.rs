@@ -27,6 +27,7 @@ fn proxies(instances: &[WorkloadInstance]) -> Vec<ProxyMeta> {
             labels: i.labels.clone(),
             service_account: i.service_account.clone(),
             locality: String::new(),
+            vhds: false,
         })
         .collect();
     out.push(common::proxyless("default"));

@@ -42,6 +42,7 @@ fn generated(dr: &str) -> Generated {
         labels: Default::default(),
         service_account: "default".into(),
         locality: String::new(),
+        vhds: false,
     };
     generate(&snap, &proxy)
 }
@@ -388,6 +389,7 @@ spec:
         labels: Default::default(),
         service_account: "default".into(),
         locality: "r1/z1/".into(),
+        vhds: false,
     };
     let priorities = |g: &Generated| {
         let la: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment =
@@ -477,6 +479,7 @@ spec:
         labels: Default::default(),
         service_account: "default".into(),
         locality: "region1/zone1/a".into(),
+        vhds: false,
     };
     // (locality, its weight, its endpoint count, priority)
     let weights = |g: &Generated| {

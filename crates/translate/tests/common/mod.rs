@@ -82,6 +82,7 @@ pub fn sidecar(instances: &[WorkloadInstance], workload: &str) -> ProxyMeta {
         labels: i.labels.clone(),
         service_account: i.service_account.clone(),
         locality: String::new(),
+        vhds: false,
     }
 }
 
@@ -98,5 +99,6 @@ pub fn proxyless(namespace: &str) -> ProxyMeta {
         labels: [("app".to_string(), "grpc-client".to_string())].into(),
         service_account: "default".into(),
         locality: String::new(),
+        vhds: false,
     }
 }
