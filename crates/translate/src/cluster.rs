@@ -380,37 +380,49 @@ pub(crate) fn inbound_ports(snap: &MeshSnapshot, proxy: &ProxyMeta) -> Vec<(u16,
 /// [`inbound_ports`]).
 pub(crate) fn inbound(proxy: &ProxyMeta, ports: &[(u16, Protocol)], out: &mut Generated) {
     for &(port, protocol) in ports {
-        let name = inbound_cluster(port);
-        let local = ServiceEndpoint {
-            address: "127.0.0.1".into(),
-            port,
-            labels: proxy.labels.clone(),
-            workload: proxy.workload.clone(),
-            namespace: proxy.namespace.clone(),
-            service_account: proxy.service_account.clone(),
-            has_sidecar: true,
-            healthy: true,
-            locality: String::new(),
-            weight: 1,
-        };
-        let mut c = Cluster {
-            name: name.clone(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-            lb_policy: LbPolicy::RoundRobin as i32,
-            connect_timeout: Some(seconds(DEFAULT_CONNECT_TIMEOUT_S)),
-            load_assignment: Some(assignment(&name, std::iter::once(&local), true)),
-            ..Default::default()
-        };
-        let upstream = if protocol.is_http2() {
-            Some(Upstream::Http2)
-        } else if protocol.is_unsupported() {
-            Some(Upstream::Downstream)
-        } else if protocol.is_http() {
-            Some(Upstream::Http1)
-        } else {
-            None
-        };
-        set_protocol(&mut c, upstream, None);
-        out.clusters.insert(name, pack(&c));
+        inbound_to(proxy, port, protocol, ("127.0.0.1", port), out);
     }
+}
+
+/// `inbound|port||` to the application at `to` (address, port): the local
+/// application on loopback, or a Sidecar ingress listener's `defaultEndpoint`.
+pub(crate) fn inbound_to(
+    proxy: &ProxyMeta,
+    port: u16,
+    protocol: Protocol,
+    to: (&str, u16),
+    out: &mut Generated,
+) {
+    let name = inbound_cluster(port);
+    let local = ServiceEndpoint {
+        address: to.0.into(),
+        port: to.1,
+        labels: proxy.labels.clone(),
+        workload: proxy.workload.clone(),
+        namespace: proxy.namespace.clone(),
+        service_account: proxy.service_account.clone(),
+        has_sidecar: true,
+        healthy: true,
+        locality: String::new(),
+        weight: 1,
+    };
+    let mut c = Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        connect_timeout: Some(seconds(DEFAULT_CONNECT_TIMEOUT_S)),
+        load_assignment: Some(assignment(&name, std::iter::once(&local), true)),
+        ..Default::default()
+    };
+    let upstream = if protocol.is_http2() {
+        Some(Upstream::Http2)
+    } else if protocol.is_unsupported() {
+        Some(Upstream::Downstream)
+    } else if protocol.is_http() {
+        Some(Upstream::Http1)
+    } else {
+        None
+    };
+    set_protocol(&mut c, upstream, None);
+    out.clusters.insert(name, pack(&c));
 }

@@ -32,7 +32,7 @@ use crate::tls::INBOUND_MTLS_ALPNS;
 use crate::vs::default_route;
 
 /// What protocol detection reports for HTTP/1 and cleartext HTTP/2.
-const SNIFFED_HTTP: [&str; 2] = ["http/1.1", "h2c"];
+pub(crate) const SNIFFED_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
 /// A sidecar's outbound listeners: `0.0.0.0_<port>` and `virtualOutbound`.
 pub(crate) fn outbound(
@@ -55,6 +55,7 @@ pub(crate) fn outbound(
     }
     let vo = virtual_outbound(fallthrough);
     out.listeners.insert(vo.name.clone(), pack(&vo));
+    crate::sidecar_listeners::egress(snap, proxy, scope, out);
 }
 
 /// A sidecar's `virtualInbound` listener for its own `ports` (from
@@ -94,7 +95,18 @@ pub(crate) fn cidr(address: &str) -> Option<CidrRange> {
 }
 
 fn http_chain(name: &str, port: u16, matcher: Option<FilterChainMatch>) -> FilterChain {
-    let mut hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &port.to_string());
+    outbound_http_chain(name, "0.0.0.0", port, matcher)
+}
+
+/// An outbound HTTP chain on `bind:port` with RDS `<port>` (Istio names
+/// the route configuration by port, also for a bound egress listener).
+pub(crate) fn outbound_http_chain(
+    name: &str,
+    bind: &str,
+    port: u16,
+    matcher: Option<FilterChainMatch>,
+) -> FilterChain {
+    let mut hcm = hcm_rds(&format!("outbound_{bind}_{port}"), &port.to_string());
     crate::policy::add_route_filters(&mut hcm);
     chain(name, matcher, network_filter(HCM_NAME, pack(&hcm)))
 }
@@ -262,50 +274,7 @@ fn virtual_inbound(ports: &[(u16, Protocol)], mtls: &InboundMtls) -> Listener {
         if port == INBOUND_CAPTURE || port == OUTBOUND_CAPTURE {
             continue;
         }
-        let cluster = inbound_cluster(port);
-        let mode = mtls.for_port(port);
-        if mode != Mtls::Disable {
-            let (mut c, alpn) = if protocol.is_http() {
-                (
-                    inbound_http_chain(port, &INBOUND_MTLS_ALPNS),
-                    &["h2", "http/1.1"][..],
-                )
-            } else {
-                let c = chain(
-                    &format!("0.0.0.0_{port}-tcp"),
-                    on_port(port, &INBOUND_MTLS_ALPNS),
-                    tcp_proxy(&cluster, &cluster),
-                );
-                (c, &["istio-peer-exchange", "h2", "http/1.1"][..])
-            };
-            c.name = format!("{}-mtls", c.name);
-            if let Some(m) = &mut c.filter_chain_match {
-                m.transport_protocol = "tls".into();
-            }
-            c.transport_socket = Some(crate::tls::inbound_socket(alpn));
-            chains.push(c);
-        }
-        if mode == Mtls::Strict {
-            // Whatever is not mTLS on this port is dropped.
-            chains.push(chain(
-                &format!("0.0.0.0_{port}-plaintext-refused"),
-                on_port(port, &[]),
-                tcp_proxy(BLACK_HOLE, BLACK_HOLE),
-            ));
-            continue;
-        }
-        if protocol.is_http() {
-            chains.push(inbound_http_chain(port, &[]));
-        } else {
-            if protocol.is_unsupported() {
-                chains.push(inbound_http_chain(port, &SNIFFED_HTTP));
-            }
-            chains.push(chain(
-                &format!("0.0.0.0_{port}-tcp"),
-                on_port(port, &[]),
-                tcp_proxy(&cluster, &cluster),
-            ));
-        }
+        chains.extend(inbound_port_chains(port, protocol, mtls.for_port(port)));
     }
     if mtls.workload != Mtls::Disable {
         let mut c = chain(
@@ -353,4 +322,56 @@ fn virtual_inbound(ports: &[(u16, Protocol)], mtls: &InboundMtls) -> Listener {
         default_filter_chain: Some(passthrough),
         ..Default::default()
     }
+}
+
+/// The chains of one inbound port as PeerAuthentication's `mode` says
+/// (matched on the destination port): an mTLS chain unless DISABLE, then
+/// plaintext chains, or a refusing one when STRICT. `virtualInbound` holds
+/// them for every port; a bound Sidecar ingress listener for its own port.
+pub(crate) fn inbound_port_chains(port: u16, protocol: Protocol, mode: Mtls) -> Vec<FilterChain> {
+    let mut chains = Vec::new();
+    let cluster = inbound_cluster(port);
+    if mode != Mtls::Disable {
+        let (mut c, alpn) = if protocol.is_http() {
+            (
+                inbound_http_chain(port, &INBOUND_MTLS_ALPNS),
+                &["h2", "http/1.1"][..],
+            )
+        } else {
+            let c = chain(
+                &format!("0.0.0.0_{port}-tcp"),
+                on_port(port, &INBOUND_MTLS_ALPNS),
+                tcp_proxy(&cluster, &cluster),
+            );
+            (c, &["istio-peer-exchange", "h2", "http/1.1"][..])
+        };
+        c.name = format!("{}-mtls", c.name);
+        if let Some(m) = &mut c.filter_chain_match {
+            m.transport_protocol = "tls".into();
+        }
+        c.transport_socket = Some(crate::tls::inbound_socket(alpn));
+        chains.push(c);
+    }
+    if mode == Mtls::Strict {
+        // Whatever is not mTLS on this port is dropped.
+        chains.push(chain(
+            &format!("0.0.0.0_{port}-plaintext-refused"),
+            on_port(port, &[]),
+            tcp_proxy(BLACK_HOLE, BLACK_HOLE),
+        ));
+        return chains;
+    }
+    if protocol.is_http() {
+        chains.push(inbound_http_chain(port, &[]));
+    } else {
+        if protocol.is_unsupported() {
+            chains.push(inbound_http_chain(port, &SNIFFED_HTTP));
+        }
+        chains.push(chain(
+            &format!("0.0.0.0_{port}-tcp"),
+            on_port(port, &[]),
+            tcp_proxy(&cluster, &cluster),
+        ));
+    }
+    chains
 }

@@ -19,7 +19,7 @@ pub(crate) struct Scope<'a> {
 /// The Sidecar that applies to a proxy: one of its namespace selecting its
 /// labels, else one of its namespace without a selector, else the root
 /// namespace's default.
-fn sidecar_for<'a>(snap: &'a MeshSnapshot, proxy: &ProxyMeta) -> Option<&'a Sidecar> {
+pub(crate) fn sidecar_for<'a>(snap: &'a MeshSnapshot, proxy: &ProxyMeta) -> Option<&'a Sidecar> {
     let selects = |s: &Sidecar| {
         s.workload_selector.as_ref().is_some_and(|w| {
             !w.labels.is_empty() && w.labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))

@@ -46,6 +46,7 @@ pub fn warnings(snap: &MeshSnapshot) -> Vec<Warning> {
             crate::dr_warnings::destination_rule(&id, dr, &mut out);
         }
     }
+    crate::sidecar_listeners::warnings(snap, &mut out);
     out
 }
 
