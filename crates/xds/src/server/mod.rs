@@ -15,6 +15,7 @@
 //! is encoded once for every proxy that gets it whole ([`AdsService`]).
 
 mod delta;
+mod delta_set;
 mod gzip;
 mod metrics;
 mod resources;
@@ -369,8 +370,8 @@ impl AggregatedDiscoveryService for AdsServer {
         let (tx, rx) = mpsc::channel(16);
         let server = self.clone();
         tokio::spawn(async move { sotw::run(server, inbound, tx, false).await });
-        let decoded =
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(|out| out.and_then(|o| o.decode()));
+        let decoded = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|out| out.and_then(|o| o.decode::<DiscoveryResponse>()));
         Ok(Response::new(Box::pin(decoded)))
     }
 
@@ -381,9 +382,9 @@ impl AggregatedDiscoveryService for AdsServer {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let server = self.clone();
-        tokio::spawn(async move { delta::run(server, inbound, tx).await });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        tokio::spawn(async move { delta::run(server, inbound, tx, false).await });
+        let decoded = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|out| out.and_then(|o| o.decode::<DeltaDiscoveryResponse>()));
+        Ok(Response::new(Box::pin(decoded)))
     }
 }

@@ -36,6 +36,9 @@ pub struct TypeResources {
     /// That encoding gzip-deflated, on first use by a stream that accepts
     /// gzip (`None`: not worth compressing).
     deflated: OnceLock<Option<Deflated>>,
+    /// Delta responses to this set, shared by the streams that get it
+    /// whole ([`super::delta_set`]).
+    pub(super) deltas: super::delta_set::DeltaCache,
 }
 
 impl PartialEq for TypeResources {
@@ -54,6 +57,7 @@ impl TypeResources {
             version,
             encoded: OnceLock::new(),
             deflated: OnceLock::new(),
+            deltas: Default::default(),
         }
     }
 

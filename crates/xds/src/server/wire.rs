@@ -1,6 +1,5 @@
-//! The ADS gRPC service as mounted on a server: state-of-the-world
-//! responses leave as pre-encoded bytes, delta goes through tonic's
-//! generated service.
+//! The ADS gRPC service as mounted on a server: state-of-the-world and
+//! delta responses leave as pre-encoded bytes.
 //!
 //! Why by hand: tonic encodes every response message into a fresh buffer
 //! per stream, so a route table pushed to 1,000 proxies was encoded (and
@@ -8,8 +7,11 @@
 //! frame header, `version_info`, `nonce`) followed by the set's shared
 //! encoding (`Bytes`, one allocation for every stream), handed to h2 as
 //! two data frames, which h2 writes without copying. Protobuf decodes the
-//! concatenated fields as one message. Requests are still decoded by
-//! tonic's `Streaming` with prost.
+//! concatenated fields as one message; `DeltaDiscoveryResponse` has its
+//! `system_version_info` and `nonce` at the same tags (1 and 5) as
+//! `DiscoveryResponse`'s `version_info` and `nonce`, so one head encoder
+//! serves both. Requests are still decoded by tonic's `Streaming` with
+//! prost.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -17,7 +19,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -33,6 +37,9 @@ use super::resources::encode_head;
 /// The gRPC path of state-of-the-world ADS.
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// The gRPC path of delta ADS.
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// Largest request accepted (a proxy's subscription lists).
 pub(crate) const MAX_REQUEST: usize = 16 << 20;
 
@@ -88,8 +95,9 @@ impl Outgoing {
         self.head.len() + self.shared.len() + self.tail.len()
     }
 
-    /// The response as a message (for the tonic-served path).
-    pub(crate) fn decode(&self) -> Result<DiscoveryResponse, Status> {
+    /// The response as a message (for the tonic-served path): a
+    /// `DiscoveryResponse` or a `DeltaDiscoveryResponse`.
+    pub(crate) fn decode<M: Message + Default>(&self) -> Result<M, Status> {
         let mut bytes = self.head.slice(5..).to_vec();
         bytes.extend_from_slice(&self.shared);
         bytes.extend_from_slice(&self.tail);
@@ -102,7 +110,7 @@ impl Outgoing {
             .map_err(|e| Status::internal(format!("compressed response does not inflate: {e}")))?;
             bytes = plain;
         }
-        DiscoveryResponse::decode(bytes.as_slice())
+        M::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("encoded response does not decode: {e}")))
     }
 }
@@ -130,7 +138,8 @@ impl AdsService {
         AdsService { server, delta }
     }
 
-    fn sotw<B>(&self, req: http::Request<B>) -> http::Response<tonic::body::Body>
+    /// A stream served by hand: state of the world, or delta.
+    fn stream<B>(&self, req: http::Request<B>, delta: bool) -> http::Response<tonic::body::Body>
     where
         B: http_body::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
@@ -148,12 +157,20 @@ impl AdsService {
             .get_all("grpc-accept-encoding")
             .iter()
             .any(|v| accepts_gzip(v.as_bytes()));
-        let decoder =
-            tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default().decoder();
-        let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
         let (tx, rx) = mpsc::channel(16);
         let server = self.server.clone();
-        tokio::spawn(async move { super::sotw::run(server, inbound, tx, gzip).await });
+        if delta {
+            let decoder =
+                tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default()
+                    .decoder();
+            let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+            tokio::spawn(async move { super::delta::run(server, inbound, tx, gzip).await });
+        } else {
+            let decoder =
+                tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default().decoder();
+            let inbound = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+            tokio::spawn(async move { super::sotw::run(server, inbound, tx, gzip).await });
+        }
         let mut res = http::Response::new(tonic::body::Body::new(ResponseBody {
             rx,
             next: [None, None],
@@ -189,8 +206,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() == SOTW_PATH {
-            let res = self.sotw(req);
+        let path = req.uri().path();
+        let delta = path == DELTA_PATH;
+        if path == SOTW_PATH || delta {
+            let res = self.stream(req, delta);
             Box::pin(async move { Ok(res) })
         } else {
             self.delta.call(req)
@@ -198,7 +217,7 @@ where
     }
 }
 
-/// The response body of a state-of-the-world stream: each response as two
+/// The response body of a stream served by hand: each response as two
 /// or three data frames, then the gRPC status as trailers.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Outgoing, Status>>,
