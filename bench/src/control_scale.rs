@@ -5,10 +5,14 @@
 //! plane's memory, and how long one changed VirtualService takes to reach
 //! every client after the debounce.
 //!
-//! Usage: `control-scale [SERVICES] [PROXIES]` (defaults 1000 1000); run it
-//! through `bench/run-scale`, which builds the release binaries.
+//! Usage: `control-scale [--delta] [SERVICES] [PROXIES]` (defaults 1000
+//! 1000); run it through `bench/run-scale`, which builds the release
+//! binaries. With `--delta` the clients speak delta ADS and announce
+//! `MESHWORK_VHDS`, so the route table's virtual hosts come through VHDS
+//! and a change is measured by its VirtualHost update.
 
 mod scale_client;
+mod scale_delta;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -77,9 +81,14 @@ fn free_port() -> u16 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let services: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let proxies: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let delta = args.iter().any(|a| a == "--delta");
+    args.retain(|a| a != "--delta");
+    if let Some(bad) = args.iter().find(|a| a.parse::<usize>().is_err()) {
+        anyhow::bail!("usage: control-scale [--delta] [SERVICES] [PROXIES] (got {bad:?})");
+    }
+    let services: usize = args.first().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let proxies: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1000);
     let exe = std::env::current_exe()?.with_file_name("meshwork");
     anyhow::ensure!(
         exe.exists(),
@@ -129,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         clients.push(Sim::spawn(
             xds.clone(),
             meshwork_proxy::run::node(&identity),
+            delta,
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -190,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     // Let the last ACKs land before reading the counters.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics_after = scrape(&debug).await;
-    let delta = |name: &str| metric(&metrics_after, name) - metric(&metrics_before, name);
+    let diff = |name: &str| metric(&metrics_after, name) - metric(&metrics_before, name);
     arrivals.sort();
     let reached = arrivals.len();
     let last = arrivals.last().copied().unwrap_or_default();
@@ -202,13 +212,22 @@ async fn main() -> anyhow::Result<()> {
 
     println!("| measure | value |");
     println!("|---|---|");
+    println!(
+        "| protocol | {} |",
+        if delta {
+            "delta ADS + VHDS"
+        } else {
+            "state of the world"
+        }
+    );
     println!("| services × endpoints | {services} × {ENDPOINTS} |");
     println!(
         "| ADS clients ({} workloads × 10 replicas, {NAMESPACES} namespaces) | {proxies} |",
         proxies.div_ceil(10)
     );
     println!(
-        "| full push (all clients ACKed CDS, EDS, LDS, RDS) | {:.0} ms |",
+        "| full push (all clients ACKed CDS, EDS, LDS, RDS{}) | {:.0} ms |",
+        if delta { ", VHDS" } else { "" },
         full_push.as_secs_f64() * 1e3
     );
     println!("| … control-plane CPU during the full push | {full_cpu:.0} ms |");
@@ -232,24 +251,25 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "| … snapshot build (load + registry) of the change | {:.0} ms |",
-        delta("pilot_config_build_seconds_sum") * 1e3
+        diff("pilot_config_build_seconds_sum") * 1e3
     );
     println!("| … control-plane CPU for the change | {change_cpu:.0} ms |");
     println!("| … benchmark clients' CPU for the change | {own_cpu:.0} ms |");
     println!(
-        "| … responses pushed (CDS/EDS/LDS/RDS) | {:.0}/{:.0}/{:.0}/{:.0} |",
-        delta("pilot_xds_pushes_total{type=\"cds\"}"),
-        delta("pilot_xds_pushes_total{type=\"eds\"}"),
-        delta("pilot_xds_pushes_total{type=\"lds\"}"),
-        delta("pilot_xds_pushes_total{type=\"rds\"}"),
+        "| … responses pushed (CDS/EDS/LDS/RDS/VHDS) | {:.0}/{:.0}/{:.0}/{:.0}/{:.0} |",
+        diff("pilot_xds_pushes_total{type=\"cds\"}"),
+        diff("pilot_xds_pushes_total{type=\"eds\"}"),
+        diff("pilot_xds_pushes_total{type=\"lds\"}"),
+        diff("pilot_xds_pushes_total{type=\"rds\"}"),
+        diff("pilot_xds_pushes_total{type=\"vhds\"}"),
     );
     println!(
         "| … bytes encoded by the control plane | {:.0} kB |",
-        delta("meshwork_xds_encoded_bytes_total") / 1e3
+        diff("meshwork_xds_encoded_bytes_total") / 1e3
     );
     println!(
-        "| … bytes sent to proxies | {:.1} MB |",
-        delta("meshwork_xds_sent_bytes_total") / 1e6
+        "| … bytes sent to proxies | {:.2} MB |",
+        diff("meshwork_xds_sent_bytes_total") / 1e6
     );
     println!("| control plane RSS: config loaded, no clients | {idle_rss:.0} MB |");
     println!("| control plane RSS: {proxies} clients served | {busy_rss:.0} MB |");

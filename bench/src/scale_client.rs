@@ -8,6 +8,9 @@
 //! With 1,000 of these in one process on the same cores as the control
 //! plane, the full decode of the proxy's own client was the bottleneck of
 //! the benchmark rather than the server it measures.
+//!
+//! With `delta`, the stream is delta ADS with VHDS instead
+//! ([`crate::scale_delta`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,25 +72,40 @@ pub struct State {
 pub struct Sim {
     /// What it has received.
     pub state: Mutex<State>,
+    /// Whether it speaks delta ADS with VHDS.
+    delta: bool,
 }
 
 impl Sim {
     /// Connects to `addr` (`host:port`) as `node` and keeps the stream in
-    /// a background task.
-    pub fn spawn(addr: String, node: Node) -> Arc<Sim> {
-        let sim = Arc::new(Sim::default());
+    /// a background task: state of the world, or delta ADS with VHDS.
+    pub fn spawn(addr: String, node: Node, delta: bool) -> Arc<Sim> {
+        let sim = Arc::new(Sim {
+            delta,
+            ..Sim::default()
+        });
         let s = sim.clone();
         tokio::spawn(async move {
-            if let Err(e) = run(&addr, node, &s).await {
+            let done = if delta {
+                crate::scale_delta::run(&addr, crate::scale_delta::with_vhds(node), &s).await
+            } else {
+                run(&addr, node, &s).await
+            };
+            if let Err(e) = done {
                 s.state.lock().unwrap().error = Some(e.to_string());
             }
         });
         sim
     }
 
-    /// Whether every type has been ACKed.
+    /// Whether every type has been ACKed (VHDS only over delta).
     pub fn complete(&self) -> bool {
-        self.state.lock().unwrap().acked.len() == TypeUrl::ALL.len()
+        let types = if self.delta {
+            TypeUrl::ALL.len()
+        } else {
+            TypeUrl::ALL.len() - 1
+        };
+        self.state.lock().unwrap().acked.len() == types
     }
 }
 
@@ -164,13 +182,14 @@ async fn run(addr: &str, node: Node, sim: &Sim) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unpack<M: Message + Default>(raw: &Bytes) -> anyhow::Result<M> {
+/// Decodes a resource from its encoded `Any`.
+pub fn unpack<M: Message + Default>(raw: &Bytes) -> anyhow::Result<M> {
     let any = LazyAny::decode(raw.clone())?;
     Ok(M::decode(any.value)?)
 }
 
 /// Service names of the EDS clusters.
-fn eds_names(resources: &[Bytes]) -> anyhow::Result<Vec<String>> {
+pub fn eds_names(resources: &[Bytes]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for raw in resources {
         let c: Cluster = unpack(raw)?;
@@ -185,7 +204,7 @@ fn eds_names(resources: &[Bytes]) -> anyhow::Result<Vec<String>> {
 }
 
 /// Route configurations the listeners' HTTP connection managers name.
-fn route_names(resources: &[Bytes]) -> anyhow::Result<Vec<String>> {
+pub fn route_names(resources: &[Bytes]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for raw in resources {
         let l: Listener = unpack(raw)?;
