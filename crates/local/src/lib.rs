@@ -8,7 +8,9 @@
 //! control plane runs in the host namespace and learns the pods and the
 //! services' virtual addresses from a file ([`platform`]). What was made
 //! is recorded ([`state`]) so that `meshwork down`, Ctrl-C or the next
-//! `meshwork up` after a crash removes all of it. [`demo`] is the
+//! `meshwork up` after a crash removes all of it. Without root, [`explicit`]
+//! mode runs the same pods as host processes on loopback addresses,
+//! configured through Istio's Sidecar resource ([`up_explicit`]). [`demo`] is the
 //! online-ordering demo; [`ops`] serves the operator CLI.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,6 +18,7 @@
 pub mod cidr;
 pub mod demo;
 pub mod env;
+pub mod explicit;
 pub mod fetch;
 pub mod host;
 pub mod iptables;
@@ -27,3 +30,4 @@ pub mod promtext;
 pub mod state;
 pub mod supervise;
 pub mod up;
+pub mod up_explicit;

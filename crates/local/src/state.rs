@@ -32,6 +32,14 @@ pub struct PodRecord {
     pub admin: String,
     /// The sidecar's merged metrics address (15020), reachable from the host.
     pub metrics: String,
+    /// Explicit mode: where the application listens (the sidecar's
+    /// ingress `defaultEndpoint` address).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    /// Explicit mode: where the sidecar's egress listeners are bound (the
+    /// pod's `*_SERVICE_HOST`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub egress: String,
 }
 
 /// A process started in the host namespace.
@@ -73,6 +81,35 @@ pub struct State {
     pub processes: Vec<HostProcess>,
     /// Pods.
     pub pods: Vec<PodRecord>,
+    /// Explicit mode: the [`MESH_ENV`] value its processes carry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub marker: String,
+}
+
+/// Environment variable carried by every process of an explicit-mode
+/// mesh (its state directory), so that cleanup after a crash finds them
+/// all, restarted ones included, without network namespaces to search.
+pub const MESH_ENV: &str = "MESHWORK_LOCAL_MESH";
+
+/// Where a user who is not root keeps meshes (`/run` is root's):
+/// `$XDG_RUNTIME_DIR/meshwork/local`, else `/tmp/meshwork-<uid>/local`.
+pub fn user_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("meshwork").join("local"),
+        None => std::env::temp_dir()
+            .join(format!("meshwork-{}", rustix::process::geteuid().as_raw()))
+            .join("local"),
+    }
+}
+
+/// The state root to write to: `root`, except that the default root
+/// ([`STATE_ROOT`]) becomes [`user_root`] for a user who is not root.
+pub fn writable_root(root: &Path) -> PathBuf {
+    if root == Path::new(STATE_ROOT) && !rustix::process::geteuid().is_root() {
+        user_root()
+    } else {
+        root.to_path_buf()
+    }
 }
 
 /// The state directory of mesh `name` under `root`.
@@ -103,13 +140,18 @@ impl State {
         std::fs::rename(tmp, State::file(dir))
     }
 
-    /// Every mesh with a state file under `root`.
+    /// Every mesh with a state file under `root`; for the default root
+    /// also those under this user's [`user_root`] (explicit meshes run
+    /// without root keep their state there).
     pub fn all(root: &Path) -> Vec<(PathBuf, State)> {
-        let Ok(rd) = std::fs::read_dir(root) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(PathBuf, State)> = rd
-            .flatten()
+        let mut roots = vec![root.to_path_buf()];
+        if root == Path::new(STATE_ROOT) && user_root() != root {
+            roots.push(user_root());
+        }
+        let mut out: Vec<(PathBuf, State)> = roots
+            .iter()
+            .filter_map(|r| std::fs::read_dir(r).ok())
+            .flat_map(|rd| rd.flatten())
             .filter_map(|e| Some((e.path(), State::load(&e.path())?)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -148,6 +190,25 @@ fn alive(pid: i32) -> bool {
             .unwrap_or(true)
 }
 
+/// Processes of this user whose environment has `MESH_ENV=<marker>`.
+pub fn marked_pids(marker: &str) -> Vec<i32> {
+    if marker.is_empty() {
+        return Vec::new();
+    }
+    let want = format!("{MESH_ENV}={marker}");
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Stops processes: SIGTERM, up to `grace` to exit, then SIGKILL.
 pub fn stop_pids(pids: &[i32], grace: std::time::Duration) {
     use rustix::process::Signal;
@@ -179,6 +240,9 @@ pub fn teardown(state: &State, grace: std::time::Duration) -> Vec<String> {
         if existing.contains(ns) {
             pids.extend(host::netns_pids(ns));
         }
+    }
+    if state.mode == "explicit" {
+        pids.extend(marked_pids(&state.marker));
     }
     pids.sort_unstable();
     pids.dedup();

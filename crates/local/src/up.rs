@@ -1,5 +1,6 @@
 //! `meshwork up`: brings a mesh up from a manifest directory (network
-//! namespace mode), keeps it running, and takes it down again.
+//! namespace mode here; explicit mode in [`crate::up_explicit`]), keeps
+//! it running, and takes it down again.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -34,6 +35,8 @@ pub struct UpOptions {
     pub binary: PathBuf,
     /// Extra flags for every sidecar.
     pub proxy_flags: Vec<String>,
+    /// Explicit mode: no root, no network namespaces (see [`crate::explicit`]).
+    pub explicit: bool,
 }
 
 /// Why a mesh could not come up.
@@ -50,7 +53,7 @@ pub enum UpError {
     Io(String),
 }
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> UpError + '_ {
+pub(crate) fn io(what: &str) -> impl Fn(std::io::Error) -> UpError + '_ {
     move |e| UpError::Io(format!("{what}: {e}"))
 }
 
@@ -62,7 +65,7 @@ pub struct Mesh {
     pub dir: PathBuf,
     /// The plan it runs.
     pub plan: Plan,
-    supervisor: Supervisor,
+    pub(crate) supervisor: Supervisor,
 }
 
 /// Why namespace mode cannot run here, if it cannot (not root, no `ip`,
@@ -161,7 +164,7 @@ fn usable_by_others(path: &Path) -> bool {
 }
 
 /// Fails with a clear message when `addr` cannot be bound (in use).
-fn check_port(addr: SocketAddr) -> Result<(), UpError> {
+pub(crate) fn check_port(addr: SocketAddr) -> Result<(), UpError> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
         UpError::User(format!(
             "port {addr} is taken ({e}); stop whatever uses it (another `meshwork up`? `meshwork down`) or pick another --pod-cidr"
@@ -169,13 +172,17 @@ fn check_port(addr: SocketAddr) -> Result<(), UpError> {
     })
 }
 
-fn progress(msg: impl AsRef<str>) {
+pub(crate) fn progress(msg: impl AsRef<str>) {
     eprintln!("==> {}", msg.as_ref());
 }
 
-/// Brings the mesh up in network namespace mode. The caller keeps the
-/// returned [`Mesh`] and calls [`Mesh::down`] to stop it.
+/// Brings the mesh up (in network namespace mode, or explicit mode when
+/// `opts.explicit`). The caller keeps the returned [`Mesh`] and calls
+/// [`Mesh::down`] to stop it.
 pub async fn up(opts: &UpOptions) -> Result<Mesh, UpError> {
+    if opts.explicit {
+        return crate::up_explicit::up(opts).await;
+    }
     let dir = crate::state::state_dir(&opts.state_root, &opts.name);
     for line in clean_leftovers(&dir)? {
         progress(line);
@@ -268,7 +275,6 @@ async fn start_all(
     let save = |s: &State| s.save(dir).map_err(io("state file"));
     let gateway = opts.pod_cidr.gateway();
     let xds = SocketAddr::from((gateway, 15010));
-    let debug = SocketAddr::from((gateway, 15014));
 
     // The bridge first: the control plane listens on its address.
     let bridge = state.bridge.clone().unwrap_or_default();
@@ -284,107 +290,24 @@ async fn start_all(
         check_port(SocketAddr::from((gateway, port)))?;
     }
 
-    // Identity: one token per pod, the table for the CA.
-    let mut tokens = String::from("# <token> <namespace> <service-account>, one per pod\n");
-    for pod in &plan.pods {
-        let t = pods::new_token();
-        tokens.push_str(&format!("{t} {} {}\n", pod.namespace, pod.service_account));
-        let path = pods::token_path(dir, pod);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io("token directory"))?;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
-                .map_err(io("token directory"))?;
-        }
-        std::fs::write(&path, &t).map_err(io("token"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
-            .map_err(io("token"))?;
-        std::os::unix::fs::chown(&path, Some(PROXY_UID), Some(PROXY_UID)).map_err(io("token"))?;
-    }
-    let tokens_path = dir.join("ca-tokens");
-    std::fs::write(&tokens_path, tokens).map_err(io("tokens"))?;
-    std::fs::set_permissions(&tokens_path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("tokens"))?;
+    let tokens_path = write_tokens(plan, dir, Some(PROXY_UID))?;
     let platform_path = dir.join("platform.json");
     PlatformFile::from_plan(plan)
         .write(&platform_path)
         .map_err(io("platform file"))?;
 
     // The control plane, in the host namespace.
-    let with_ca = supports(binary, "control", "--ca-tokens");
-    let mut args: Vec<String> = vec![
-        "control".into(),
-        "--config-dir".into(),
-        state.config_dir.display().to_string(),
-        "--platform-file".into(),
-        platform_path.display().to_string(),
-        "--xds-address".into(),
-        xds.to_string(),
-        "--debug-address".into(),
-        debug.to_string(),
-    ];
-    let ca = if with_ca {
-        args.extend([
-            "--state-dir".into(),
-            dir.display().to_string(),
-            "--ca-tokens".into(),
-            tokens_path.display().to_string(),
-            "--trust-domain".into(),
-            "cluster.local".into(),
-        ]);
-        if supports(binary, "control", "--ca-address") {
-            args.extend(["--ca-address".into(), format!("{gateway}:15012")]);
-        }
-        Some((
-            SocketAddr::from((gateway, 15012)),
-            dir.join("root-cert.pem"),
-        ))
-    } else {
-        progress("this control plane has no CA yet: sidecars run without certificates (plaintext)");
-        None
-    };
-    progress(format!(
-        "control plane: xDS {xds}, debug {debug}{}",
-        if with_ca {
-            format!(", CA {gateway}:15012")
-        } else {
-            String::new()
-        }
-    ));
-    let pid = supervisor
-        .spawn(ProcSpec {
-            label: "control".into(),
-            program: binary.display().to_string(),
-            args,
-            env: vec![("NO_COLOR".into(), "1".into())],
-            log: dir.join("logs").join("control.log"),
-            restart: true,
-        })
-        .map_err(|e| UpError::User(e.to_string()))?;
-    state.processes.push(HostProcess {
-        pid: pid as i32,
-        start: start_time(pid as i32).unwrap_or(0),
-    });
-    save(state)?;
-    fetch::wait_ok(debug, "/ready", Duration::from_secs(30))
-        .await
-        .map_err(|e| {
-            UpError::User(format!(
-                "the control plane did not become ready: {e}; see {}",
-                dir.join("logs/control.log").display()
-            ))
-        })?;
-    if let Some((_, root)) = &ca {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !root.exists() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(UpError::User(format!(
-                    "the control plane did not write its root certificate {}",
-                    root.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let ca = start_control(
+        binary,
+        supervisor,
+        state,
+        dir,
+        gateway,
+        &[],
+        &platform_path,
+        &tokens_path,
+    )
+    .await?;
 
     let env = Env {
         binary: binary.to_path_buf(),
@@ -411,6 +334,7 @@ async fn start_all(
             ip: pod.ip.to_string(),
             admin: "127.0.0.1:15000".into(),
             metrics: SocketAddr::from((pod.ip, 15020)).to_string(),
+            ..PodRecord::default()
         });
         save(state)?;
         host::create_pod_netns(
@@ -463,6 +387,149 @@ async fn start_all(
     Ok(())
 }
 
+/// `env` plus, in explicit mode, the mesh's [`crate::state::MESH_ENV`]
+/// marker (how cleanup finds every process of the mesh).
+pub(crate) fn with_marker(state: &State, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    if !state.marker.is_empty() {
+        env.push((crate::state::MESH_ENV.into(), state.marker.clone()));
+    }
+    env
+}
+
+/// Writes one bootstrap token per pod (owned by `owner` when given, for a
+/// sidecar running as another user) and the CA's table; returns the table.
+pub(crate) fn write_tokens(
+    plan: &Plan,
+    dir: &Path,
+    owner: Option<u32>,
+) -> Result<PathBuf, UpError> {
+    let mut tokens = String::from("# <token> <namespace> <service-account>, one per pod\n");
+    for pod in &plan.pods {
+        let t = pods::new_token();
+        tokens.push_str(&format!("{t} {} {}\n", pod.namespace, pod.service_account));
+        let path = pods::token_path(dir, pod);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io("token directory"))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(io("token directory"))?;
+        }
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, &t).map_err(io("token"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
+            .map_err(io("token"))?;
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).map_err(io("token"))?;
+        }
+    }
+    let tokens_path = dir.join("ca-tokens");
+    std::fs::write(&tokens_path, tokens).map_err(io("tokens"))?;
+    std::fs::set_permissions(&tokens_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("tokens"))?;
+    Ok(tokens_path)
+}
+
+/// Starts the control plane on `gateway` (15010, 15012, 15014) watching
+/// the user's directory and `extra_dirs`, records it, and waits until it
+/// is ready and has written its root certificate. Returns the CA's
+/// address and root for the sidecars (none for a binary without a CA).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_control(
+    binary: &Path,
+    supervisor: &Supervisor,
+    state: &mut State,
+    dir: &Path,
+    gateway: Ipv4Addr,
+    extra_dirs: &[PathBuf],
+    platform_path: &Path,
+    tokens_path: &Path,
+) -> Result<Option<(SocketAddr, PathBuf)>, UpError> {
+    let save = |s: &State| s.save(dir).map_err(io("state file"));
+    let xds = SocketAddr::from((gateway, 15010));
+    let debug = SocketAddr::from((gateway, 15014));
+    let with_ca = supports(binary, "control", "--ca-tokens");
+    let mut args: Vec<String> = vec![
+        "control".into(),
+        "--config-dir".into(),
+        state.config_dir.display().to_string(),
+    ];
+    for d in extra_dirs {
+        args.extend(["--config-dir".into(), d.display().to_string()]);
+    }
+    args.extend([
+        "--platform-file".into(),
+        platform_path.display().to_string(),
+        "--xds-address".into(),
+        xds.to_string(),
+        "--debug-address".into(),
+        debug.to_string(),
+    ]);
+    let ca = if with_ca {
+        args.extend([
+            "--state-dir".into(),
+            dir.display().to_string(),
+            "--ca-tokens".into(),
+            tokens_path.display().to_string(),
+            "--trust-domain".into(),
+            "cluster.local".into(),
+        ]);
+        if supports(binary, "control", "--ca-address") {
+            args.extend(["--ca-address".into(), format!("{gateway}:15012")]);
+        }
+        Some((
+            SocketAddr::from((gateway, 15012)),
+            dir.join("root-cert.pem"),
+        ))
+    } else {
+        progress("this control plane has no CA yet: sidecars run without certificates (plaintext)");
+        None
+    };
+    progress(format!(
+        "control plane: xDS {xds}, debug {debug}{}",
+        if with_ca {
+            format!(", CA {gateway}:15012")
+        } else {
+            String::new()
+        }
+    ));
+    let pid = supervisor
+        .spawn(ProcSpec {
+            label: "control".into(),
+            program: binary.display().to_string(),
+            args,
+            env: with_marker(state, vec![("NO_COLOR".into(), "1".into())]),
+            log: dir.join("logs").join("control.log"),
+            restart: true,
+        })
+        .map_err(|e| UpError::User(e.to_string()))?;
+    state.processes.push(HostProcess {
+        pid: pid as i32,
+        start: start_time(pid as i32).unwrap_or(0),
+    });
+    save(state)?;
+    fetch::wait_ok(debug, "/ready", Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            UpError::User(format!(
+                "the control plane did not become ready: {e}; see {}",
+                dir.join("logs/control.log").display()
+            ))
+        })?;
+    if let Some((_, root)) = &ca {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !root.exists() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(UpError::User(format!(
+                    "the control plane did not write its root certificate {}",
+                    root.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    Ok(ca)
+}
+
 impl Mesh {
     /// Prints what runs where.
     pub fn describe(&self) -> String {
@@ -474,15 +541,24 @@ impl Mesh {
             self.state.xds.map(|a| a.to_string()).unwrap_or_default(),
             self.state.debug.map(|a| a.to_string()).unwrap_or_default()
         ));
-        out.push_str(&format!(
-            "{:<28} {:<12} {:<16} {}\n",
-            "POD", "NAMESPACE", "IP", "NETNS"
-        ));
-        for p in &self.state.pods {
+        if self.state.mode == "explicit" {
+            out.push_str(&crate::explicit::describe_pods(&self.state));
+        } else {
             out.push_str(&format!(
                 "{:<28} {:<12} {:<16} {}\n",
-                p.name, p.namespace, p.ip, p.netns
+                "POD", "NAMESPACE", "IP", "NETNS"
             ));
+            for p in &self.state.pods {
+                out.push_str(&format!(
+                    "{:<28} {:<12} {:<16} {}\n",
+                    p.name, p.namespace, p.ip, p.netns
+                ));
+            }
+        }
+        if self.state.mode == "explicit" {
+            out.push_str(&crate::explicit::describe_services(&self.plan));
+            out.push_str(&format!("logs: {}\n", self.dir.join("logs").display()));
+            return out;
         }
         out.push_str(&format!(
             "{:<28} {:<12} {}\n",

@@ -1,11 +1,15 @@
 //! `meshwork analyze`: load, validate and analyze Istio configuration files
 //! the way `istioctl analyze` does, print the findings, and exit non-zero
-//! (79, istioctl's code) when any is an error.
+//! (79, istioctl's code) when any is an error. Without `-f` it analyzes
+//! the running local mesh's configuration (found through its state file),
+//! like `istioctl analyze` against the live cluster, else the current
+//! directory.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use meshwork_config::analyze::{Format, analyze_paths, render};
+use meshwork_local::state::{self, State};
 
 /// Arguments of `meshwork analyze`.
 #[derive(clap::Args, Debug, Clone)]
@@ -17,6 +21,39 @@ pub struct AnalyzeArgs {
     /// Output format: `text`, `json` or `yaml`.
     #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json", "yaml"])]
     pub output: String,
+    /// Without -f: the running local mesh to analyze (needed when several run).
+    #[arg(long = "mesh", value_name = "NAME", conflicts_with = "filename")]
+    pub mesh: Option<String>,
+    /// Where local meshes keep their state.
+    #[arg(long, default_value = state::STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+/// What to analyze when no `-f` is given: the running mesh's watched
+/// directories (the user's manifests, and explicit mode's generated
+/// Sidecars), else the current directory. Says which on stderr.
+fn default_paths(root: &Path, mesh: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
+    let running = State::all(root);
+    if running.is_empty() && mesh.is_none() {
+        eprintln!("no local mesh is running: analyzing the current directory");
+        return Ok(vec![PathBuf::from(".")]);
+    }
+    let (dir, s) = meshwork_local::ops::target::mesh(root, mesh).map_err(anyhow::Error::msg)?;
+    let mut paths = vec![s.config_dir.clone()];
+    let generated = meshwork_local::up_explicit::generated_dir(&dir);
+    if s.mode == "explicit" && generated.is_dir() {
+        paths.push(generated);
+    }
+    eprintln!(
+        "analyzing the configuration of the running mesh {:?}: {}",
+        s.name,
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(paths)
 }
 
 /// Run the analysis and print its findings; returns the exit code (0 when
@@ -24,7 +61,7 @@ pub struct AnalyzeArgs {
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     let format: Format = args.output.parse().map_err(anyhow::Error::msg)?;
     let paths = if args.filename.is_empty() {
-        vec![PathBuf::from(".")]
+        default_paths(&args.state_root, args.mesh.as_deref())?
     } else {
         args.filename.clone()
     };
@@ -82,9 +119,35 @@ mod tests {
         let args = |f: &PathBuf| AnalyzeArgs {
             filename: vec![f.clone()],
             output: "yaml".into(),
+            mesh: None,
+            state_root: dir.join("no-state"),
         };
         assert_eq!(run(&args(&good)).unwrap(), 0);
         assert_eq!(run(&args(&bad)).unwrap(), 79);
+        // Without -f: the running mesh's directory (from its state file).
+        let root = dir.join("state");
+        State {
+            name: "m".into(),
+            mode: "netns".into(),
+            config_dir: bad.clone(),
+            ..State::default()
+        }
+        .save(&root.join("m"))
+        .unwrap();
+        assert_eq!(
+            default_paths(&root, None).unwrap(),
+            std::slice::from_ref(&bad),
+            "the running mesh's config"
+        );
+        let mut running = args(&good);
+        running.filename.clear();
+        running.state_root = root.clone();
+        assert_eq!(
+            run(&running).unwrap(),
+            79,
+            "analyzed the mesh's (bad) config"
+        );
+        assert!(default_paths(&root, Some("other")).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -3,7 +3,7 @@
 //! canary (90/10), an inventory circuit breaker and mesh-wide STRICT mTLS,
 //! and a live summary every second from the proxies' own metrics.
 
-use std::io::Write;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,9 @@ pub struct DemoArgs {
     /// Print the summary as plain lines (no screen clearing).
     #[arg(long)]
     plain: bool,
+    /// Explicit mode even as root (no network namespaces; see `meshwork up --help`).
+    #[arg(long)]
+    explicit: bool,
 }
 
 /// Runs the demo.
@@ -60,16 +63,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         service_cidr: a.service_cidr,
         state_root: a.state_root.clone(),
         proxy_flags: vec!["--no-access-log".into()],
+        explicit: a.explicit,
     };
     let mesh = cmd_up::start(&up).await?;
-    print!("{}", mesh.describe());
     let canary = dir.join(manifests::CANARY_FILE);
     let deeper = format!(
-        "\nLook deeper:\n  meshwork proxy-status                       every proxy's CDS/LDS/EDS/RDS sync state\n  meshwork proxy-config clusters order-0      what order's sidecar knows (listeners|routes|clusters|endpoints|secrets)\n  meshwork analyze -f {}\n  edit {} (weights 90/10) and watch the split move within a second\n",
+        "\nLook deeper:\n  meshwork proxy-status                       every proxy's CDS/LDS/EDS/RDS sync state\n  meshwork proxy-config clusters order-0      what order's sidecar knows (listeners|routes|clusters|endpoints|secrets)\n  meshwork analyze                            the running mesh's configuration ({})\n  edit {} (weights 90/10) and watch the split move within a second\n",
         dir.display(),
         canary.display()
     );
-    println!("{deeper}");
+    if !cmd_up::say(&format!("{}{deeper}\n", mesh.describe())) {
+        eprintln!("==> stdout is closed; stopping the demo");
+        mesh.down().await;
+        return Ok(0);
+    }
     let targets = mesh.metrics_addrs();
     let started = Instant::now();
     let first = summary::scrape(&targets).await;
@@ -90,7 +97,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         let secs = prev.0.elapsed().as_secs_f64();
         let window = now.since(&prev.1);
         let table = summary::render(&window, secs, &now.since(&first));
-        let mut out = std::io::stdout().lock();
+        let mut out = String::new();
         if !a.plain {
             // Clear the screen and home the cursor.
             let _ = write!(out, "\x1b[2J\x1b[H");
@@ -107,7 +114,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         if !a.plain {
             let _ = write!(out, "{deeper}");
         }
-        let _ = out.flush();
+        if !cmd_up::say(&out) {
+            // `meshwork demo | head`: nobody reads the summary any more.
+            eprintln!("==> stdout is closed; stopping the demo");
+            break;
+        }
         prev = (Instant::now(), now);
     }
     mesh.down().await;

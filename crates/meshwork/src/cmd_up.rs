@@ -1,7 +1,10 @@
 //! `meshwork up -f DIR`: runs a mesh from Kubernetes-style manifests and
 //! Istio config on this host until Ctrl-C (or `meshwork down`), then
-//! removes everything it made.
+//! removes everything it made. Without root or `ip netns` (or with
+//! `--explicit`) it runs in explicit mode: no namespaces, loopback
+//! addresses per pod, dependencies through `*_SERVICE_HOST/_PORT`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -31,6 +34,13 @@ pub struct UpArgs {
     /// Extra flags for every sidecar (`--proxy-flag=--no-access-log`).
     #[arg(long = "proxy-flag", allow_hyphen_values = true)]
     pub proxy_flags: Vec<String>,
+    /// Explicit mode even when network namespaces are available: pods as
+    /// host processes on loopback addresses (a --pod-cidr in 127.0.0.0/8,
+    /// else 127.1.0.0/24), workloads reaching their dependencies through
+    /// their sidecar via <NAME>_SERVICE_HOST/_PORT. Chosen automatically
+    /// without root or `ip netns`.
+    #[arg(long)]
+    pub explicit: bool,
 }
 
 impl UpArgs {
@@ -39,27 +49,39 @@ impl UpArgs {
         Ok(UpOptions {
             name: self.name.clone(),
             config_dir: self.dir.clone(),
-            state_root: self.state_root.clone(),
+            state_root: state::writable_root(&self.state_root),
             pod_cidr: self.pod_cidr,
             service_cidr: self.service_cidr,
             binary: std::env::current_exe()?,
             proxy_flags: self.proxy_flags.clone(),
+            explicit: self.explicit,
         })
     }
 }
 
 /// Brings the mesh up, or says why it cannot.
 pub async fn start(a: &UpArgs) -> anyhow::Result<Mesh> {
-    if let Some(why) = up::netns_unavailable() {
-        anyhow::bail!(
-            "cannot run pods in network namespaces: {why}.\n\
-             Explicit mode (no namespaces; workloads reach dependencies through their \
-             sidecar via ORDER_SERVICE_HOST/ORDER_SERVICE_PORT) is not implemented yet; \
-             run as root on Linux with iproute2, iptables and util-linux"
+    let mut opts = a.options()?;
+    if !opts.explicit
+        && let Some(why) = up::netns_unavailable()
+    {
+        eprintln!(
+            "==> cannot run pods in network namespaces: {why}; running in explicit mode instead"
         );
+        opts.explicit = true;
     }
-    let mesh = up::up(&a.options()?).await?;
+    let mesh = up::up(&opts).await?;
     Ok(mesh)
+}
+
+/// Writes `text` to stdout; false once stdout is gone (a closed pipe, as
+/// in `meshwork demo | head`), so the caller stops and tears down as on
+/// Ctrl-C instead of dying on the write.
+pub fn say(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -74,13 +96,21 @@ pub async fn until_stopped() {
 /// Runs the mesh until stopped.
 pub async fn run(a: UpArgs) -> anyhow::Result<i32> {
     let mesh = start(&a).await?;
-    print!("{}", mesh.describe());
-    println!(
-        "mesh is up. Look deeper: meshwork proxy-status | meshwork proxy-config clusters POD | meshwork analyze -f {}\nCtrl-C (or `meshwork down --name {}`) stops it and removes everything it made.",
-        a.dir.display(),
+    let text = format!(
+        "{}mesh is up{}. Look deeper: meshwork proxy-status | meshwork proxy-config clusters POD | meshwork analyze\nCtrl-C (or `meshwork down --name {}`) stops it and removes everything it made.\n",
+        mesh.describe(),
+        if mesh.state.mode == "explicit" {
+            " in explicit mode (workloads reach services only through their *_SERVICE_HOST/*_SERVICE_PORT variables)"
+        } else {
+            ""
+        },
         a.name
     );
-    until_stopped().await;
+    if say(&text) {
+        until_stopped().await;
+    } else {
+        eprintln!("==> stdout is closed; stopping the mesh");
+    }
     mesh.down().await;
     Ok(0)
 }

@@ -65,9 +65,28 @@ fn env(k: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A dependency: the base URL requests go to, and the Host header they
+/// carry when that URL does not name the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http://host:port` (no trailing slash).
+    pub base: String,
+    /// The Host header, when it must differ from the URL's authority.
+    pub host: Option<String>,
+}
+
+impl Upstream {
+    /// Requests go to `base` with its own authority as Host.
+    pub fn direct(base: String) -> Upstream {
+        Upstream { base, host: None }
+    }
+}
+
 /// Where service `name` is reached: its name (captured by the sidecar),
-/// or in explicit mode the sidecar address in its environment variables.
-pub fn service_url(name: &str, port: u16) -> String {
+/// or in explicit mode the sidecar's egress listener from its environment
+/// variables, with `Host: name:port` so the sidecar's routes (virtual
+/// hosts by service name, as in Istio) know which service is meant.
+pub fn service_url(name: &str, port: u16) -> Upstream {
     let key = name.to_ascii_uppercase().replace('-', "_");
     if std::env::var("MESHWORK_EXPLICIT").is_ok_and(|v| v == "1")
         && let (Ok(h), Ok(p)) = (
@@ -75,9 +94,12 @@ pub fn service_url(name: &str, port: u16) -> String {
             std::env::var(format!("{key}_SERVICE_PORT")),
         )
     {
-        return format!("http://{h}:{p}");
+        return Upstream {
+            base: format!("http://{h}:{p}"),
+            host: Some(format!("{name}:{p}")),
+        };
     }
-    format!("http://{name}:{port}")
+    Upstream::direct(format!("http://{name}:{port}"))
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -90,9 +112,17 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn call(client: &HttpClient, url: &str) -> Result<(u16, String), String> {
+async fn call(client: &HttpClient, to: &Upstream, path: &str) -> Result<(u16, String), String> {
+    let url = format!("{}{path}", to.base);
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let fut = client.get(uri);
+    let mut req = Request::get(uri);
+    if let Some(h) = &to.host {
+        req = req.header(http::header::HOST, h);
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let fut = client.request(req);
     let resp = tokio::time::timeout(Duration::from_secs(5), fut)
         .await
         .map_err(|_| format!("{url}: timeout"))?
@@ -205,13 +235,13 @@ pub async fn run(role: Role) -> std::io::Result<()> {
 /// The order handler: reserve at inventory, quote at shipping.
 async fn handle_order(
     client: HttpClient,
-    inventory: String,
-    shipping: String,
+    inventory: Upstream,
+    shipping: Upstream,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let item = query_item(&req);
-    let inv = call(&client, &format!("{inventory}/reserve?item={item}")).await;
-    let ship = call(&client, &format!("{shipping}/quote")).await;
+    let inv = call(&client, &inventory, &format!("/reserve?item={item}")).await;
+    let ship = call(&client, &shipping, "/quote").await;
     match (inv, ship) {
         (Ok((200, _)), Ok((200, quote))) => reply(
             StatusCode::OK,
@@ -246,7 +276,10 @@ async fn loadgen(client: HttpClient) -> std::io::Result<()> {
     let failed = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_secs_f64(workers as f64 / rate);
-    eprintln!("loadgen: {rate} orders/s to {order} with {workers} workers");
+    eprintln!(
+        "loadgen: {rate} orders/s to {} (Host {:?}) with {workers} workers",
+        order.base, order.host
+    );
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, order, ok, failed, sent) = (
@@ -266,7 +299,7 @@ async fn loadgen(client: HttpClient) -> std::io::Result<()> {
                 if count > 0 && n >= count {
                     return;
                 }
-                match call(&client, &format!("{order}/order?item=book-{n}")).await {
+                match call(&client, &order, &format!("/order?item=book-{n}")).await {
                     Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
                     Ok((s, body)) => {
                         eprintln!("order failed: {s} {body}");
@@ -337,8 +370,8 @@ mod tests {
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
         let (c2, i, s) = (
             client.clone(),
-            format!("http://{inv}"),
-            format!("http://{ship}"),
+            Upstream::direct(format!("http://{inv}")),
+            Upstream::direct(format!("http://{ship}")),
         );
         let ord_task = tokio::spawn(async move {
             serve(ord, move |req| {
@@ -348,7 +381,8 @@ mod tests {
         });
         let mut answer = None;
         for _ in 0..50 {
-            if let Ok(r) = call(&client, &format!("http://{ord}/order?item=x")).await {
+            let to = Upstream::direct(format!("http://{ord}"));
+            if let Ok(r) = call(&client, &to, "/order?item=x").await {
                 answer = Some(r);
                 break;
             }
@@ -360,8 +394,8 @@ mod tests {
         assert!(body.contains("\"item\":\"x\""), "{body}");
         // A dependency that is down makes the order fail with 502, saying which.
         let ord2 = free();
-        let (c3, s3) = (client.clone(), format!("http://{ship}"));
-        let down = format!("http://{}", free());
+        let (c3, s3) = (client.clone(), Upstream::direct(format!("http://{ship}")));
+        let down = Upstream::direct(format!("http://{}", free()));
         let ord2_task = tokio::spawn(async move {
             serve(ord2, move |req| {
                 handle_order(c3.clone(), down.clone(), s3.clone(), req)
@@ -370,7 +404,8 @@ mod tests {
         });
         let mut failed = None;
         for _ in 0..50 {
-            if let Ok(r) = call(&client, &format!("http://{ord2}/order?item=y")).await {
+            let to = Upstream::direct(format!("http://{ord2}"));
+            if let Ok(r) = call(&client, &to, "/order?item=y").await {
                 failed = Some(r);
                 break;
             }
