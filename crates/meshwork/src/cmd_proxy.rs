@@ -18,6 +18,10 @@ pub struct ProxyArgs {
     /// Control plane ADS address: `host:port`, `http://host:port` or `unix:///path/to/socket`.
     #[arg(long, env = "MESHWORK_XDS_ADDRESS", default_value = "127.0.0.1:15010")]
     xds_address: String,
+    /// ADS form: `sotw` (state of the world) or `delta` (incremental; route
+    /// tables may then come as VHDS virtual hosts).
+    #[arg(long, env = "MESHWORK_XDS_PROTOCOL", default_value = "sotw")]
+    xds_protocol: meshwork_proxy::options::XdsProtocol,
     /// xDS node id; defaults to Istio's form `sidecar~IP~WORKLOAD.NS~NS.svc.cluster.local`.
     #[arg(long, env = "MESHWORK_NODE_ID")]
     node_id: Option<String>,
@@ -148,6 +152,7 @@ pub async fn run(args: ProxyArgs, log: LogControl) -> anyhow::Result<()> {
         },
         access_log: !args.no_access_log,
         workload_certs: identity_client(&args)?,
+        xds_protocol: args.xds_protocol,
     };
     let access_log = if opts.access_log {
         AccessLogger::stdout()

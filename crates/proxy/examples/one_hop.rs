@@ -97,6 +97,7 @@ async fn main() -> Result<(), Error> {
         },
         access_log: false,
         workload_certs: None,
+        ..Default::default()
     };
     let proxy = meshwork_proxy::run::start(opts, AccessLogger::disabled(), None).await?;
 

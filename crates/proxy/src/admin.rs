@@ -206,14 +206,30 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
             })
         })
         .collect();
+    let route_versions: BTreeMap<String, String> = s
+        .store
+        .raw(TypeUrl::Route)
+        .into_iter()
+        .map(|(name, version, _)| (name, version))
+        .collect();
+    // VHDS virtual hosts as received (resource name and version).
+    let vhds: Vec<Value> = s
+        .store
+        .raw(TypeUrl::VirtualHost)
+        .into_iter()
+        .map(|(name, version, _)| json!({"name": name, "version_info": version}))
+        .collect();
     let mut routes: Vec<Value> = tables
         .routes
         .values()
         .map(|r| {
             json!({
                 "name": r.name,
-                "virtual_hosts": r.virtual_hosts.iter().map(|vh| json!({
+                "version_info": route_versions.get(&r.name),
+                "vhds": r.vhds,
+                "virtual_hosts": r.virtual_hosts.iter().enumerate().map(|(i, vh)| json!({
                     "name": vh.name,
+                    "source": if i < r.inline { "inline" } else { "vhds" },
                     "domains": vh.domains,
                     "routes": vh.routes.iter().map(|rt| json!({
                         "name": rt.name,
@@ -269,11 +285,12 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         "xds": {
             "connected": xds.connected,
             "last_error": xds.last_error,
-            "versions": {"LDS": version(TypeUrl::Listener), "RDS": version(TypeUrl::Route), "CDS": version(TypeUrl::Cluster), "EDS": version(TypeUrl::Endpoint)},
+            "protocol": xds.protocol.to_string(),
+            "versions": {"LDS": version(TypeUrl::Listener), "RDS": version(TypeUrl::Route), "CDS": version(TypeUrl::Cluster), "EDS": version(TypeUrl::Endpoint), "VHDS": version(TypeUrl::VirtualHost)},
         },
         "configs": [
             {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners},
-            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes},
+            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes, "dynamic_vhds_virtual_hosts": vhds},
             {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},
         ],
     });

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The ADS form the proxy speaks (`--xds-protocol sotw|delta`).
+pub use meshwork_xds::client::Protocol as XdsProtocol;
+
 /// Protective limits against bad or abusive peers.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -87,6 +90,9 @@ pub struct ProxyOptions {
     /// and `ROOTCA`), kept current by the identity client; `None` when the
     /// proxy runs without a CA (plaintext only).
     pub workload_certs: Option<meshwork_identity::IdentityWatch>,
+    /// ADS form: state of the world, or delta (with VHDS, announced to the
+    /// control plane as node metadata `MESHWORK_VHDS: "true"`).
+    pub xds_protocol: XdsProtocol,
 }
 
 impl Default for ProxyOptions {
@@ -101,6 +107,7 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             access_log: true,
             workload_certs: None,
+            xds_protocol: XdsProtocol::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use meshwork_telemetry::{AccessLogger, IstioMetrics};
-use meshwork_xds::client::{AdsClient, ClientConfig};
+use meshwork_xds::client::{AdsClient, ClientConfig, Protocol};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -130,8 +130,20 @@ pub async fn start(
     if let Some(m) = mesh_tls {
         let _ = ctx.mesh_tls.set(m);
     }
+    let mut node = node(&opts.identity);
+    if opts.xds_protocol == Protocol::Delta {
+        // Only a delta client can take route tables through VHDS.
+        if let Some(m) = node.metadata.as_mut() {
+            m.fields.insert(
+                "MESHWORK_VHDS".into(),
+                Value {
+                    kind: Some(Kind::StringValue("true".into())),
+                },
+            );
+        }
+    }
     let ads = AdsClient::spawn(
-        ClientConfig::new(opts.xds_address.clone(), node(&opts.identity)),
+        ClientConfig::new(opts.xds_address.clone(), node).with_protocol(opts.xds_protocol),
         store.clone(),
     );
     let quit = Arc::new(Notify::new());

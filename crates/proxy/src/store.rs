@@ -4,8 +4,14 @@
 //! ADS client NACKs it) and keeps its last good version; the good ones apply.
 //! After every update the store publishes a new [`Tables`] snapshot and
 //! recomputes readiness: the proxy is ready once it has listeners, clusters,
-//! every route configuration its listeners name and the endpoints of every
-//! EDS cluster.
+//! every route configuration its listeners name (with, for VHDS, its first
+//! virtual hosts) and the endpoints of every EDS cluster.
+//!
+//! Updates come whole per type (state of the world: a listener or cluster
+//! missing from the update is gone) or as deltas (named resources added,
+//! changed or removed, each with its own version).
+
+mod routes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -14,15 +20,13 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use meshwork_xds::TypeUrl;
-use meshwork_xds::client::{ResourceError, ResourceSink};
+use meshwork_xds::client::{DeltaUpdate, ResourceError, ResourceSink};
 use tokio::sync::watch;
 
 use crate::model::cluster::{ClusterModel, Discovery, EndpointModel, compile_assignment};
 use crate::model::listener::ListenerModel;
-use crate::model::route::RouteTable;
 use crate::tables::{ClusterState, SharedTables, Tables};
 
 /// One accepted resource: its raw form, its compiled form and the version
@@ -40,7 +44,7 @@ pub struct Entry<T> {
 #[derive(Default)]
 struct Accepted {
     listeners: BTreeMap<String, Entry<Arc<ListenerModel>>>,
-    routes: BTreeMap<String, Entry<Arc<RouteTable>>>,
+    routes: routes::Routes,
     clusters: BTreeMap<String, Entry<Arc<ClusterState>>>,
     endpoints: BTreeMap<String, Entry<Arc<Vec<EndpointModel>>>>,
     received: std::collections::BTreeSet<TypeUrl>,
@@ -107,10 +111,10 @@ impl ConfigStore {
         }
         match t {
             TypeUrl::Listener => list(&a.listeners),
-            TypeUrl::Route => list(&a.routes),
+            TypeUrl::Route => list(a.routes.configs()),
             TypeUrl::Cluster => list(&a.clusters),
             TypeUrl::Endpoint => list(&a.endpoints),
-            TypeUrl::VirtualHost => Vec::new(),
+            TypeUrl::VirtualHost => list(a.routes.vhosts()),
         }
     }
 
@@ -127,8 +131,9 @@ impl ConfigStore {
                 .collect(),
             routes: a
                 .routes
+                .tables()
                 .iter()
-                .map(|(k, e)| (k.clone(), e.value.clone()))
+                .map(|(k, t)| (k.clone(), t.clone()))
                 .collect(),
             clusters: a
                 .clusters
@@ -140,7 +145,9 @@ impl ConfigStore {
         self.generation.send_modify(|g| *g += 1);
         let ready = a.received.contains(&TypeUrl::Listener)
             && a.received.contains(&TypeUrl::Cluster)
-            && wanted_routes(a).iter().all(|r| a.routes.contains_key(r))
+            && wanted_routes(a)
+                .iter()
+                .all(|r| a.routes.tables().contains_key(r))
             && wanted_endpoints(a)
                 .iter()
                 .all(|e| a.endpoints.contains_key(e));
@@ -167,9 +174,34 @@ fn wanted_endpoints(a: &Accepted) -> Vec<String> {
         .collect()
 }
 
-/// Merges one update into `map`. For wildcard types (`replace_all`) names
-/// missing from the update are removed; a rejected resource keeps its last
-/// good version either way.
+/// One update of one type, as it came.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    /// State of the world: every resource of the type (for wildcard types).
+    Sotw {
+        version: &'a str,
+        resources: &'a [Any],
+    },
+    /// Delta: resources added or changed, names removed.
+    Delta(DeltaUpdate<'a>),
+}
+
+/// Merges one update into `map` (see [`merge`] and [`merge_delta`]).
+fn merge_batch<T: Clone>(
+    map: &mut BTreeMap<String, Entry<T>>,
+    batch: Batch<'_>,
+    replace_all: bool,
+    compile: impl FnMut(&Any) -> Result<(String, T), (String, String)>,
+) -> Vec<ResourceError> {
+    match batch {
+        Batch::Sotw { version, resources } => merge(map, version, resources, replace_all, compile),
+        Batch::Delta(update) => merge_delta(map, update, compile),
+    }
+}
+
+/// Merges one state-of-the-world update into `map`. For wildcard types
+/// (`replace_all`) names missing from the update are removed; a rejected
+/// resource keeps its last good version either way.
 fn merge<T: Clone>(
     map: &mut BTreeMap<String, Entry<T>>,
     version: &str,
@@ -212,33 +244,80 @@ fn merge<T: Clone>(
     errors
 }
 
-impl ResourceSink for ConfigStore {
-    fn apply(&self, t: TypeUrl, version: &str, resources: &[Any]) -> Vec<ResourceError> {
+/// Merges one delta update into `map`: removed names go, each resource is
+/// compiled alone (an unchanged one keeps its compiled value and live
+/// state without compiling again) and must carry the name it is sent
+/// under; a rejected one keeps its last good version.
+fn merge_delta<T: Clone>(
+    map: &mut BTreeMap<String, Entry<T>>,
+    update: DeltaUpdate<'_>,
+    mut compile: impl FnMut(&Any) -> Result<(String, T), (String, String)>,
+) -> Vec<ResourceError> {
+    let mut errors = Vec::new();
+    for name in update.removed {
+        map.remove(name);
+    }
+    for r in update.resources {
+        if let Some(p) = map.get_mut(&r.name)
+            && p.raw == r.resource
+        {
+            p.version = r.version.clone();
+            continue;
+        }
+        let message = match compile(&r.resource) {
+            Ok((name, value)) if name == r.name => {
+                let entry = Entry {
+                    raw: r.resource.clone(),
+                    value,
+                    version: r.version.clone(),
+                };
+                map.insert(name, entry);
+                continue;
+            }
+            Ok((name, _)) => format!("sent as {:?} but named {name:?}", r.name),
+            Err((_, message)) => message,
+        };
+        errors.push(ResourceError {
+            name: r.name.clone(),
+            message,
+        });
+    }
+    errors
+}
+
+impl ConfigStore {
+    /// Applies one update of type `t` and publishes the result.
+    fn apply_batch(&self, t: TypeUrl, batch: Batch<'_>) -> Vec<ResourceError> {
         let mut a = self.lock();
         let errors = match t {
-            TypeUrl::Listener => merge(&mut a.listeners, version, resources, true, |raw| {
+            TypeUrl::Listener => merge_batch(&mut a.listeners, batch, true, |raw| {
                 let l: Listener = meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                 ListenerModel::compile(&l)
                     .map(|m| (l.name.clone(), Arc::new(m)))
                     .map_err(|e| (l.name.clone(), e))
             }),
             TypeUrl::Route => {
-                let errors = merge(&mut a.routes, version, resources, false, |raw| {
-                    let r: RouteConfiguration =
-                        meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
-                    RouteTable::compile(&r)
-                        .map(|m| (r.name.clone(), Arc::new(m)))
-                        .map_err(|e| (r.name.clone(), e))
-                });
                 let wanted = wanted_routes(&a);
-                a.routes.retain(|k, _| wanted.contains(k));
-                errors
+                a.routes.apply_configs(batch, &wanted)
             }
+            TypeUrl::VirtualHost => match batch {
+                Batch::Delta(update) => {
+                    let wanted = wanted_routes(&a);
+                    a.routes.apply_vhosts(update, &wanted)
+                }
+                Batch::Sotw { resources, .. } => resources
+                    .iter()
+                    .map(|_| ResourceError {
+                        name: String::new(),
+                        message: "VHDS needs delta xDS".into(),
+                    })
+                    .collect(),
+            },
             TypeUrl::Cluster => {
                 let endpoints = a.endpoints.clone();
                 let before: Vec<Arc<ClusterState>> =
                     a.clusters.values().map(|e| e.value.clone()).collect();
-                let errors = merge(&mut a.clusters, version, resources, true, |raw| {
+                let errors = merge_batch(&mut a.clusters, batch, true, |raw| {
                     let c: Cluster = meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                     let model = ClusterModel::compile(&c).map_err(|e| (c.name.clone(), e))?;
                     let eds = match &model.discovery {
@@ -260,7 +339,7 @@ impl ResourceSink for ConfigStore {
                 errors
             }
             TypeUrl::Endpoint => {
-                let errors = merge(&mut a.endpoints, version, resources, false, |raw| {
+                let errors = merge_batch(&mut a.endpoints, batch, false, |raw| {
                     let la: ClusterLoadAssignment =
                         meshwork_xds::unpack(raw).map_err(|e| (String::new(), e))?;
                     compile_assignment(&la, false)
@@ -278,12 +357,39 @@ impl ResourceSink for ConfigStore {
                 }
                 errors
             }
-            // VHDS is not consumed yet: nothing to apply, nothing rejected.
-            TypeUrl::VirtualHost => Vec::new(),
         };
+        if matches!(t, TypeUrl::Listener) {
+            // Listeners name the routes we need: drop the others.
+            let wanted = wanted_routes(&a);
+            a.routes.apply_configs(
+                Batch::Delta(DeltaUpdate {
+                    resources: &[],
+                    removed: &[],
+                    subscribed: &[],
+                }),
+                &wanted,
+            );
+        }
         a.received.insert(t);
         self.publish(&a);
         errors
+    }
+}
+
+impl ResourceSink for ConfigStore {
+    fn apply(&self, t: TypeUrl, version: &str, resources: &[Any]) -> Vec<ResourceError> {
+        self.apply_batch(t, Batch::Sotw { version, resources })
+    }
+
+    fn apply_delta(&self, t: TypeUrl, update: DeltaUpdate<'_>) -> Vec<ResourceError> {
+        self.apply_batch(t, Batch::Delta(update))
+    }
+
+    fn versions(&self, t: TypeUrl) -> Vec<(String, String)> {
+        self.raw(t)
+            .into_iter()
+            .map(|(name, version, _)| (name, version))
+            .collect()
     }
 
     fn wanted(&self, t: TypeUrl) -> Vec<String> {
@@ -291,7 +397,8 @@ impl ResourceSink for ConfigStore {
         match t {
             TypeUrl::Route => wanted_routes(&a),
             TypeUrl::Endpoint => wanted_endpoints(&a),
-            TypeUrl::Listener | TypeUrl::Cluster | TypeUrl::VirtualHost => Vec::new(),
+            TypeUrl::VirtualHost => a.routes.vhds_names(),
+            TypeUrl::Listener | TypeUrl::Cluster => Vec::new(),
         }
     }
 }

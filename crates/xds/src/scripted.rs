@@ -29,6 +29,7 @@ pub struct ScriptedDelta {
     /// Where the server listens.
     pub addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<(u64, DeltaDiscoveryRequest)>,
+    pending: Vec<(u64, DeltaDiscoveryRequest)>,
     streams: Arc<Mutex<Vec<(u64, Responses)>>>,
     nonce: u64,
     server: tokio::task::JoinHandle<()>,
@@ -108,36 +109,65 @@ impl ScriptedDelta {
         Ok(ScriptedDelta {
             addr,
             requests,
+            pending: Vec::new(),
             streams,
             nonce: 0,
             server,
         })
     }
 
-    /// The next request from any stream, with the stream's number (1 for
-    /// the first stream opened); `None` after `wait` without one.
-    pub async fn next(&mut self, wait: Duration) -> Option<(u64, DeltaDiscoveryRequest)> {
-        tokio::time::timeout(wait, self.requests.recv())
-            .await
-            .ok()
-            .flatten()
+    /// The first request not taken yet (oldest first, from any stream)
+    /// that `pred` accepts, with its stream's number (1 for the first
+    /// stream opened); requests it skips stay for later calls. `None`
+    /// after `wait` without one.
+    pub async fn expect(
+        &mut self,
+        wait: Duration,
+        pred: impl Fn(u64, &DeltaDiscoveryRequest) -> bool,
+    ) -> Option<(u64, DeltaDiscoveryRequest)> {
+        if let Some(i) = self.pending.iter().position(|(id, r)| pred(*id, r)) {
+            return Some(self.pending.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (id, req) = tokio::time::timeout(left, self.requests.recv())
+                .await
+                .ok()
+                .flatten()?;
+            if pred(id, &req) {
+                return Some((id, req));
+            }
+            self.pending.push((id, req));
+        }
     }
 
-    /// Requests until one of type `t` arrives (others are returned too, in
-    /// order, so tests can look at them); `None` after `wait`.
-    pub async fn next_of(
+    /// The next request of type `t` that subscribes or unsubscribes names
+    /// or opens the type on a stream (not an ACK or NACK).
+    pub async fn subscription(
         &mut self,
         t: TypeUrl,
         wait: Duration,
     ) -> Option<(u64, DeltaDiscoveryRequest)> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let (id, req) = self.next(left).await?;
-            if req.type_url == t.as_str() {
-                return Some((id, req));
-            }
+        self.expect(wait, |_, r| {
+            r.type_url == t.as_str() && r.response_nonce.is_empty()
+        })
+        .await
+    }
+
+    /// The ACK or NACK of `nonce`.
+    pub async fn ack_of(&mut self, nonce: &str, wait: Duration) -> Option<DeltaDiscoveryRequest> {
+        self.expect(wait, |_, r| r.response_nonce == nonce)
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// Every request received and not taken yet, without waiting.
+    pub fn drain(&mut self) -> Vec<(u64, DeltaDiscoveryRequest)> {
+        while let Ok(r) = self.requests.try_recv() {
+            self.pending.push(r);
         }
+        std::mem::take(&mut self.pending)
     }
 
     /// Sends a response of type `t` on the newest stream, numbering its

@@ -10,6 +10,7 @@ pub mod hash_policy;
 pub mod listener;
 pub mod matcher;
 pub mod route;
+pub mod route_table;
 
 use std::time::Duration;
 

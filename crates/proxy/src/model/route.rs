@@ -1,4 +1,4 @@
-//! Route tables (RDS `RouteConfiguration`): virtual hosts, route matching and
+//! Virtual hosts (inline in RDS `RouteConfiguration`s or from VHDS), route matching and
 //! route actions.
 
 use std::sync::Arc;
@@ -15,9 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, HostRewriteSpecifier,
 };
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
-use envoy_types::pb::envoy::config::route::v3::{
-    RedirectAction, Route, RouteConfiguration, RouteMatch, VirtualHost,
-};
+use envoy_types::pb::envoy::config::route::v3::{RedirectAction, Route, RouteMatch, VirtualHost};
 use regex::Regex;
 
 use super::matcher::{HeaderMatch, StringMatcherModel, full_regex};
@@ -28,14 +26,7 @@ use crate::http::mirror::MirrorModel;
 use crate::http::replay::DEFAULT_BUFFER_LIMIT;
 use crate::http::retry::RetryPolicy;
 
-/// A compiled route configuration.
-#[derive(Debug)]
-pub struct RouteTable {
-    /// The resource name.
-    pub name: String,
-    /// Virtual hosts in configuration order.
-    pub virtual_hosts: Vec<VirtualHostModel>,
-}
+pub use super::route_table::RouteTable;
 
 /// A compiled virtual host.
 #[derive(Debug)]
@@ -405,72 +396,13 @@ pub enum RouteAction {
     },
 }
 
-impl RouteTable {
-    /// Compiles a `RouteConfiguration`.
-    pub fn compile(rc: &RouteConfiguration) -> Result<Self, CompileError> {
-        let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
-        let mut seen_domains = std::collections::HashSet::new();
-        for vh in &rc.virtual_hosts {
-            let model =
-                compile_vhost(vh).map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
-            for d in &model.domains {
-                if !seen_domains.insert(d.clone()) {
-                    return Err(format!(
-                        "domain {d:?} appears in more than one virtual host"
-                    ));
-                }
-            }
-            virtual_hosts.push(model);
-        }
-        Ok(RouteTable {
-            name: rc.name.clone(),
-            virtual_hosts,
-        })
-    }
-
-    /// Finds the virtual host for a Host header, as Envoy does: exact
-    /// domain, then the longest `*.suffix`, then the longest `prefix.*`,
-    /// then `*`.
-    pub fn find_vhost(&self, host: &str) -> Option<&VirtualHostModel> {
-        let host = host.to_ascii_lowercase();
-        let mut best: Option<(u8, usize, &VirtualHostModel)> = None;
-        for vh in &self.virtual_hosts {
-            for d in &vh.domains {
-                let rank = if *d == host {
-                    Some((3, d.len()))
-                } else if d == "*" {
-                    Some((0, 0))
-                } else if let Some(suffix) = d.strip_prefix('*') {
-                    (host.len() > suffix.len() && host.ends_with(suffix)).then_some((2, d.len()))
-                } else if let Some(prefix) = d.strip_suffix('*') {
-                    (host.len() > prefix.len() && host.starts_with(prefix)).then_some((1, d.len()))
-                } else {
-                    None
-                };
-                if let Some((class, len)) = rank
-                    && best.is_none_or(|(c, l, _)| (class, len) > (c, l))
-                {
-                    best = Some((class, len, vh));
-                }
-            }
-        }
-        best.map(|(_, _, vh)| vh)
-    }
-
-    /// Every cluster any route may forward to.
-    pub fn clusters(&self) -> impl Iterator<Item = &str> {
-        self.virtual_hosts
-            .iter()
-            .flat_map(|vh| vh.routes.iter())
-            .filter_map(|r| match &r.action {
-                RouteAction::Forward(f) => Some(f.clusters.names()),
-                _ => None,
-            })
-            .flatten()
-    }
-}
-
 impl VirtualHostModel {
+    /// Compiles one virtual host (inline in a route configuration, or a
+    /// VHDS `VirtualHost` resource).
+    pub fn compile(vh: &VirtualHost) -> Result<Self, CompileError> {
+        compile_vhost(vh)
+    }
+
     /// The first route that matches the request.
     pub fn find_route(&self, parts: &http::request::Parts) -> Option<&Arc<RouteModel>> {
         self.routes.iter().find(|r| r.matcher.matches(parts))

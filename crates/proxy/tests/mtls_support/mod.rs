@@ -239,6 +239,7 @@ impl Sidecar {
             limits: Limits::default(),
             access_log: false,
             workload_certs: Some(rx),
+            ..Default::default()
         };
         let proxy = meshwork_proxy::run::start(opts, log, None).await.unwrap();
         Sidecar { ads, proxy, certs }

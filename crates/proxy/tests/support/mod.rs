@@ -225,6 +225,7 @@ impl Mesh {
             limits,
             access_log: false,
             workload_certs: None,
+            ..Default::default()
         };
         let proxy = meshwork_proxy::run::start(opts, log, None).await.unwrap();
         Mesh {

@@ -241,6 +241,7 @@ impl Live {
             limits: Limits::default(),
             access_log: false,
             workload_certs: None,
+            ..Default::default()
         };
         let proxy = meshwork_proxy::run::start(opts, AccessLogger::disabled(), None)
             .await
