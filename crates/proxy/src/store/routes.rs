@@ -297,3 +297,91 @@ fn compile_vhost(raw: &Any) -> Result<VirtualHostModel, String> {
     let vh: VirtualHost = meshwork_xds::unpack(raw)?;
     VirtualHostModel::compile(&vh).map_err(|e| format!("virtual host {:?}: {e}", vh.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::route::v3::Vhds;
+    use meshwork_xds::client::DeltaResource;
+    use meshwork_xds::pack;
+
+    fn rc(name: &str, vhds: bool) -> RouteConfiguration {
+        RouteConfiguration {
+            name: name.into(),
+            vhds: vhds.then(Vhds::default),
+            ..Default::default()
+        }
+    }
+
+    fn res(name: &str, any: Any) -> DeltaResource {
+        DeltaResource {
+            name: name.into(),
+            version: "v1".into(),
+            resource: any,
+        }
+    }
+
+    fn vh(name: &str, domain: &str) -> Any {
+        pack(&VirtualHost {
+            name: name.into(),
+            domains: vec![domain.into()],
+            ..Default::default()
+        })
+    }
+
+    fn delta<'a>(resources: &'a [DeltaResource], subscribed: &'a [String]) -> Batch<'a> {
+        Batch::Delta(DeltaUpdate {
+            resources,
+            removed: &[],
+            subscribed,
+        })
+    }
+
+    #[test]
+    fn state_of_the_world_refuses_vhds() {
+        let mut r = Routes::default();
+        let resources = [pack(&rc("r", true))];
+        let batch = Batch::Sotw {
+            version: "1",
+            resources: &resources,
+        };
+        let errors = r.apply_configs(batch, &["r".into()]);
+        assert!(errors[0].message.contains("needs delta xDS"), "{errors:?}");
+        assert!(r.tables().is_empty());
+    }
+
+    #[test]
+    fn a_vhds_table_waits_for_its_first_response_and_hosts_go_to_the_longest_prefix() {
+        let mut r = Routes::default();
+        let wanted = ["a".to_string(), "a/b".to_string(), "plain".to_string()];
+        let configs = [
+            res("a", pack(&rc("a", true))),
+            res("a/b", pack(&rc("a/b", true))),
+            res("plain", pack(&rc("plain", false))),
+        ];
+        assert!(r.apply_configs(delta(&configs, &[]), &wanted).is_empty());
+        assert_eq!(r.vhds_names(), ["a", "a/b"]);
+        assert_eq!(r.tables().keys().collect::<Vec<_>>(), ["plain"]);
+
+        let hosts = [
+            res("a/b/c", vh("c", "c.test")),
+            res("a/x", vh("x", "x.test")),
+        ];
+        let update = DeltaUpdate {
+            resources: &hosts,
+            removed: &[],
+            subscribed: &["a/b".to_string()],
+        };
+        assert!(r.apply_vhosts(update, &wanted).is_empty());
+        // Only a/b has had its first response; a/b/c is one of its hosts.
+        let t = &r.tables()["a/b"];
+        assert_eq!(t.find_vhost("c.test").map(|v| v.name.as_str()), Some("c"));
+        assert!(t.find_vhost("x.test").is_none());
+        assert!(!r.tables().contains_key("a"));
+
+        // Dropping a route configuration drops its hosts.
+        assert!(r.apply_configs(delta(&[], &[]), &wanted[1..]).is_empty());
+        assert!(!r.vhosts().contains_key("a/x"));
+        assert!(r.vhosts().contains_key("a/b/c"));
+    }
+}
