@@ -9,9 +9,11 @@
 //!   captured line by line for assertions and failure messages.
 //! - [`binary`]: where the `meshwork` binary is, building it first.
 //! - [`pod`]: addresses, the workloads' Python, text helpers.
+//! - [`mesh`]: the local-mesh suites' CLI, state and traffic checks.
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod mesh;
 pub mod netns;
 pub mod pod;
 pub mod process;

@@ -23,62 +23,19 @@
 //! prints why and passes.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use meshwork_e2e::binary::meshwork;
+use meshwork_e2e::mesh::{
+    Down, alive, assert_all_synced, assert_demo_traffic, cli, demo_totals, running_state,
+};
 use meshwork_e2e::netns::skip_reason;
 use meshwork_e2e::poll;
 use meshwork_e2e::process::Proc;
 use meshwork_local::demo::{manifests, summary};
-use meshwork_local::ops::status;
 use meshwork_local::state::State;
-
-/// Runs `meshwork down` for this test's mesh when dropped (also when an
-/// assertion fails), so a failing run leaves nothing behind.
-struct Down {
-    bin: PathBuf,
-    name: String,
-    root: PathBuf,
-}
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.bin)
-            .args(["down", "--name", &self.name, "--state-root"])
-            .arg(&self.root)
-            .output();
-    }
-}
-
-fn cli(root: &Path, args: &[&str]) -> String {
-    let out = Command::new(meshwork())
-        .args(args)
-        .arg("--state-root")
-        .arg(root)
-        .output()
-        .expect("run meshwork");
-    assert!(
-        out.status.success(),
-        "meshwork {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The mesh's state once `meshwork up` has started every pod.
-fn running_state(dir: &Path, owner: u32, proc: &Proc) -> State {
-    poll(Duration::from_secs(120), || {
-        State::load(dir)
-            .filter(|s| s.owner == owner as i32 && s.pods.len() == 5 && proc_has(proc, "mesh \""))
-    })
-    .unwrap_or_else(|| panic!("the mesh did not come up\n{}", proc.transcript()))
-}
-
-fn proc_has(p: &Proc, text: &str) -> bool {
-    p.stdout_lines().iter().any(|l| l.contains(text))
-}
 
 /// What is left of the mesh on the host: namespaces, links, rules, files,
 /// processes.
@@ -135,12 +92,6 @@ fn leftovers(name: &str, bridge: &str, pids: &[i32]) -> Vec<String> {
     left
 }
 
-/// Whether a process runs (a zombie waiting for a reaper does not).
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z")
-}
-
 /// Every process of the mesh: in its pods' namespaces, and the control plane.
 fn mesh_pids(s: &State) -> Vec<i32> {
     let mut pids: Vec<i32> = s.processes.iter().map(|p| p.pid).collect();
@@ -190,7 +141,7 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
         .env("NO_COLOR", "1");
     let mut demo = Proc::spawn("meshwork demo", demo);
     let dir = root.join(&name);
-    let state = running_state(&dir, demo.pid(), &demo);
+    let state = running_state(&dir, demo.pid(), &demo, 5);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -202,21 +153,7 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
         .collect();
 
     // proxy-status: every proxy connected and SYNCED.
-    let synced = poll(Duration::from_secs(30), || {
-        let json: serde_json::Value =
-            serde_json::from_str(&cli(&root, &["proxy-status", "-o", "json"])).ok()?;
-        status::all_synced(&json).then_some(json)
-    });
-    let table = cli(&root, &["proxy-status"]);
-    assert!(synced.is_some(), "not every proxy is SYNCED:\n{table}");
-    assert_eq!(
-        table
-            .lines()
-            .filter(|l| l.matches("SYNCED").count() == 4)
-            .count(),
-        5,
-        "{table}"
-    );
+    assert_all_synced(&root, 5);
 
     // proxy-config: the canary's subsets, and a workload certificate.
     let clusters = cli(&root, &["proxy-config", "clusters", "order-0"]);
@@ -235,34 +172,9 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
         "{secrets}"
     );
 
-    // Orders flow; the split is 90/10 within 5 sigma.
-    let enough = poll(Duration::from_secs(90), || {
-        let t = rt.block_on(summary::scrape(&targets));
-        let n: f64 = t.versions("shipping").values().sum();
-        (n >= 800.0).then_some(t)
-    });
-    let totals = enough.unwrap_or_else(|| panic!("too few orders\n{}", demo.transcript()));
-    let v = totals.versions("shipping");
-    let n: f64 = v.values().sum();
-    let p2 = v.get("v2").copied().unwrap_or(0.0) / n;
-    let sigma = (0.1_f64 * 0.9 / n).sqrt();
-    assert!(
-        (p2 - 0.1).abs() < 5.0 * sigma,
-        "v2 share {p2:.3} of {n} requests (sigma {sigma:.4}): {v:?}"
-    );
-    let order = &totals.by_key[&("order".to_string(), "v1".to_string())];
-    assert!(order.requests >= 800.0, "{order:?}");
-    assert!(
-        order.ok / order.requests >= 0.99,
-        "orders failed: {order:?}"
-    );
-    // STRICT mTLS: every request arrived over mutual TLS.
-    for ((svc, ver), a) in &totals.by_key {
-        assert_eq!(
-            a.mtls, a.requests,
-            "{svc} {ver}: not all requests arrived over mutual TLS: {a:?}"
-        );
-    }
+    // Orders flow over STRICT mTLS; the split is 90/10 within 5 sigma.
+    let totals = demo_totals(&targets, 800.0, &demo);
+    assert_demo_traffic(&totals, 800.0);
 
     // Editing the VirtualService moves the traffic: all of it to v2.
     std::fs::write(
@@ -314,7 +226,7 @@ fn demo_runs_through_sidecars_with_mtls_and_cleans_up() {
     .arg("--state-root")
     .arg(&root);
     let mut up = Proc::spawn("meshwork up", up);
-    let second = running_state(&dir, up.pid(), &up);
+    let second = running_state(&dir, up.pid(), &up, 5);
     assert!(
         up.transcript().contains("cleaned up what an earlier run"),
         "{}",
