@@ -10,6 +10,7 @@ pub mod debug;
 pub mod run;
 pub mod snapshot;
 pub mod source;
+pub mod timing;
 pub mod watch;
 
 pub use snapshot::{SnapshotBuilder, SnapshotStore};

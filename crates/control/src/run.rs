@@ -104,6 +104,9 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
     let metrics = Arc::new(Mutex::new(registry));
 
     let source = TranslateSource::new(store.clone());
+    if let Ok(mut registry) = metrics.lock() {
+        source.timing().register(&mut registry);
+    }
     let ads = AdsServer::with_source(source, server_metrics);
 
     let xds = TcpListener::bind(opts.xds_address)
@@ -176,10 +179,16 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
                 },
             };
             version += 1;
-            let (snapshot, report) = builder.build(version);
+            let (snapshot, report) = builder.build_next(version, &store2.current());
             builds.inc();
             build_time.observe(report.took.as_secs_f64());
-            tracing::info!(version, resources = report.resources, took = ?report.took, "configuration reloaded");
+            tracing::info!(
+                version,
+                resources = report.resources,
+                rebuild_ms = report.took.as_secs_f64() * 1e3,
+                registry_kept = report.registry_kept,
+                "configuration reloaded"
+            );
             store2.publish_change(snapshot, report.diagnostics, started);
         }
     }));

@@ -5,15 +5,21 @@
 //! A rebuild re-parses only the files whose bytes changed: each file's
 //! parsed and validated documents are kept and reused while the file is
 //! unchanged (parsing and validating 1,000 ServiceEntries took most of a
-//! rebuild after a one-line VirtualService edit).
+//! rebuild after a one-line VirtualService edit), and the registry is
+//! reused while its inputs (ServiceEntries, WorkloadEntries and groups,
+//! Kubernetes Services and Deployments, the platform's instances and
+//! addresses) are unchanged. [`SnapshotBuilder::build_next`] derives the new
+//! snapshot from the current one ([`MeshSnapshot::next`]), so translation
+//! redoes only what the change can affect.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use meshwork_config::{Diagnostic, Level, Loaded, Resource};
-use meshwork_registry::{Platform, Registry};
+use meshwork_config::{Diagnostic, Kind, Level, Loaded, Resource};
+use meshwork_registry::{Platform, Registry, WorkloadInstance};
 use meshwork_translate::MeshSnapshot;
 use tokio::sync::watch;
 
@@ -22,6 +28,27 @@ pub struct SnapshotBuilder {
     paths: Vec<PathBuf>,
     platform: Arc<dyn Platform>,
     files: Mutex<HashMap<PathBuf, ParsedFile>>,
+    registry: Mutex<Option<RegistryInputs>>,
+}
+
+/// The last registry built and everything it was built from.
+struct RegistryInputs {
+    resources: Vec<Resource>,
+    instances: Vec<WorkloadInstance>,
+    addresses: BTreeMap<String, IpAddr>,
+    registry: Arc<Registry>,
+}
+
+/// Kinds `Registry::build` reads.
+fn feeds_registry(r: &Resource) -> bool {
+    matches!(
+        r.kind,
+        Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::WorkloadGroup
+            | Kind::Service
+            | Kind::Deployment
+    )
 }
 
 /// One file's bytes and what loading them gave.
@@ -48,6 +75,8 @@ pub struct BuildReport {
     pub resources: usize,
     /// How long the build took.
     pub took: std::time::Duration,
+    /// Whether the previous registry was kept (its inputs were unchanged).
+    pub registry_kept: bool,
 }
 
 impl SnapshotBuilder {
@@ -57,6 +86,7 @@ impl SnapshotBuilder {
             paths,
             platform,
             files: Mutex::default(),
+            registry: Mutex::default(),
         }
     }
 
@@ -68,6 +98,21 @@ impl SnapshotBuilder {
     /// Loads the configuration (bad documents are reported and skipped; the
     /// rest applies) and builds the registry and snapshot.
     pub fn build(&self, version: u64) -> (MeshSnapshot, BuildReport) {
+        self.build_from(version, None)
+    }
+
+    /// As [`SnapshotBuilder::build`], derived from `previous` (the current
+    /// snapshot) so that translation keeps what the change cannot affect;
+    /// the snapshot's content is the same as `build` gives.
+    pub fn build_next(&self, version: u64, previous: &MeshSnapshot) -> (MeshSnapshot, BuildReport) {
+        self.build_from(version, Some(previous))
+    }
+
+    fn build_from(
+        &self,
+        version: u64,
+        previous: Option<&MeshSnapshot>,
+    ) -> (MeshSnapshot, BuildReport) {
         let start = Instant::now();
         let loaded = self.load();
         for d in &loaded.diagnostics {
@@ -77,11 +122,12 @@ impl SnapshotBuilder {
                 Level::Info => tracing::info!("{d}"),
             }
         }
-        let instances = self.platform.instances();
-        let mut registry = Registry::build(&loaded.resources, &instances);
-        registry.assign_addresses(&self.platform.service_addresses());
+        let (registry, registry_kept) = self.registry(&loaded.resources);
         let resources = loaded.resources.len();
-        let snapshot = MeshSnapshot::new(version, loaded.resources, registry);
+        let snapshot = match previous {
+            Some(p) => p.next(version, loaded.resources, registry),
+            None => MeshSnapshot::with_registry(version, loaded.resources, registry),
+        };
         // Fields that are accepted but not enforced are reported, never
         // silently ignored.
         for w in meshwork_translate::warnings(&snapshot) {
@@ -91,8 +137,40 @@ impl SnapshotBuilder {
             diagnostics: loaded.diagnostics,
             resources,
             took: start.elapsed(),
+            registry_kept,
         };
         (snapshot, report)
+    }
+
+    /// The registry for `resources` and the platform's current instances:
+    /// the last one (and `true`) if none of its inputs changed.
+    fn registry(&self, resources: &[Resource]) -> (Arc<Registry>, bool) {
+        let instances = self.platform.instances();
+        let addresses = self.platform.service_addresses();
+        let mut last = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = &*last
+            && l.instances == instances
+            && l.addresses == addresses
+            && l.resources
+                .iter()
+                .eq(resources.iter().filter(|r| feeds_registry(r)))
+        {
+            return (l.registry.clone(), true);
+        }
+        let mut registry = Registry::build(resources, &instances);
+        registry.assign_addresses(&addresses);
+        let registry = Arc::new(registry);
+        *last = Some(RegistryInputs {
+            resources: resources
+                .iter()
+                .filter(|r| feeds_registry(r))
+                .cloned()
+                .collect(),
+            instances,
+            addresses,
+            registry: registry.clone(),
+        });
+        (registry, false)
     }
 
     /// What `meshwork_config::load_paths` gives for the paths, re-parsing

@@ -13,9 +13,15 @@
 //! `Arc` it already has, which the xDS server skips without looking inside,
 //! and a new set is built (and later encoded) once however many proxy
 //! classes have it.
+//!
+//! Work carries over from one snapshot version to the next: one
+//! [`GenerationCache`] serves them all (translate keeps the parts a change
+//! cannot affect, as the very same maps), and the previous version's
+//! conversions (results, sets, resource versions, by the identity of what
+//! they were made from) are reused for maps translate kept, so an
+//! unchanged map costs a lookup instead of hashing every resource again.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -28,6 +34,7 @@ use meshwork_xds::server::{NodeResources, ResourceSource, TypeResources, Version
 use tokio::sync::watch;
 
 use crate::snapshot::SnapshotStore;
+use crate::timing::PushTiming;
 
 /// Generates resources per proxy from the snapshot store.
 pub struct TranslateSource {
@@ -35,6 +42,7 @@ pub struct TranslateSource {
     generation: watch::Sender<u64>,
     cache: Mutex<HashMap<String, (u64, Arc<NodeResources>)>>,
     shared: Mutex<Option<Arc<Shared>>>,
+    timing: PushTiming,
 }
 
 /// The identities of a [`Generated`]'s maps, one per type.
@@ -46,10 +54,20 @@ type Converted = Arc<OnceLock<(Generated, Arc<NodeResources>)>>;
 /// Shared sets by type and content version.
 type Interned = HashMap<(TypeUrl, String), Arc<TypeResources>>;
 
+/// What one version's [`Shared`] hands to the next.
+#[derive(Default)]
+struct Carried {
+    generation: Arc<GenerationCache>,
+    interned: Interned,
+    converted: HashMap<GeneratedId, Converted>,
+    sets: HashMap<usize, (Resources, Arc<TypeResources>)>,
+    versioned: HashMap<usize, (Arc<Any>, Versioned)>,
+}
+
 /// What the proxies of one snapshot version share.
 struct Shared {
     version: u64,
-    generation: GenerationCache,
+    generation: Arc<GenerationCache>,
     /// Converted results by the identity of what they were converted from
     /// (kept alive next to them, so identities are not reused).
     converted: Mutex<HashMap<GeneratedId, Converted>>,
@@ -57,8 +75,9 @@ struct Shared {
     sets: Mutex<HashMap<usize, (Resources, Arc<TypeResources>)>>,
     /// The sets of this snapshot by content.
     interned: Mutex<Interned>,
-    /// The previous snapshot's sets by content, reused when unchanged.
-    previous: Interned,
+    /// What the previous version had (its sets by content, conversions by
+    /// identity), taken from on a miss.
+    previous: Mutex<Carried>,
     /// Each resource with its version, by the address of its shared `Any`
     /// (kept alive in the entry).
     versioned: Mutex<HashMap<usize, (Arc<Any>, Versioned)>>,
@@ -68,20 +87,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn once<K: Hash + Eq, V>(cells: &Mutex<HashMap<K, Arc<OnceLock<V>>>>, key: K) -> Arc<OnceLock<V>> {
-    lock(cells).entry(key).or_default().clone()
-}
-
 impl Shared {
-    fn new(version: u64, previous: Interned) -> Self {
+    fn new(version: u64, previous: Carried) -> Self {
         Shared {
             version,
-            generation: GenerationCache::new(),
+            generation: previous.generation.clone(),
             converted: Mutex::default(),
             sets: Mutex::default(),
             interned: Mutex::default(),
-            previous,
+            previous: Mutex::new(previous),
             versioned: Mutex::default(),
+        }
+    }
+
+    /// What the next version may reuse; this one keeps only its
+    /// generation cache (a late caller of this version recomputes).
+    fn carry(&self) -> Carried {
+        Carried {
+            generation: self.generation.clone(),
+            interned: lock(&self.interned).clone(),
+            converted: std::mem::take(&mut *lock(&self.converted)),
+            sets: std::mem::take(&mut *lock(&self.sets)),
+            versioned: std::mem::take(&mut *lock(&self.versioned)),
         }
     }
 
@@ -89,7 +116,20 @@ impl Shared {
     fn resources(&self, snapshot: &MeshSnapshot, node: &Node) -> Arc<NodeResources> {
         let generated = generate_cached(snapshot, &ProxyMeta::from_node(node), &self.generation);
         let id = TypeUrl::ALL.map(|t| generated.resources(t).id());
-        let cell = once(&self.converted, id);
+        let cell = {
+            let mut converted = lock(&self.converted);
+            match converted.get(&id) {
+                Some(cell) => cell.clone(),
+                None => {
+                    // The previous version's conversion of the same maps.
+                    let kept = lock(&self.previous).converted.remove(&id);
+                    converted
+                        .entry(id)
+                        .or_insert(kept.unwrap_or_default())
+                        .clone()
+                }
+            }
+        };
         let (_, resources) =
             cell.get_or_init(|| (generated.clone(), Arc::new(self.convert(&generated))));
         resources.clone()
@@ -108,13 +148,23 @@ impl Shared {
         if let Some((_, set)) = lock(&self.sets).get(&map.id()) {
             return set.clone();
         }
+        if let Some(kept) = lock(&self.previous).sets.remove(&map.id()) {
+            let set = kept.1.clone();
+            lock(&self.sets).insert(map.id(), kept);
+            return set;
+        }
         let versioned: Vec<Versioned> = {
             let mut cache = lock(&self.versioned);
+            let mut previous = lock(&self.previous);
             map.values()
                 .map(|any| {
-                    let (_, v) = cache
-                        .entry(Arc::as_ptr(any) as usize)
-                        .or_insert_with(|| (any.clone(), Versioned::shared(any.clone())));
+                    let key = Arc::as_ptr(any) as usize;
+                    let (_, v) = cache.entry(key).or_insert_with(|| {
+                        previous
+                            .versioned
+                            .remove(&key)
+                            .unwrap_or_else(|| (any.clone(), Versioned::shared(any.clone())))
+                    });
                     v.clone()
                 })
                 .collect()
@@ -126,7 +176,8 @@ impl Shared {
             interned
                 .entry(key)
                 .or_insert_with_key(|key| {
-                    self.previous.get(key).cloned().unwrap_or_else(|| {
+                    let kept = lock(&self.previous).interned.get(key).cloned();
+                    kept.unwrap_or_else(|| {
                         let entries = map.keys().cloned().zip(versioned).collect();
                         Arc::new(TypeResources::new(t, entries))
                     })
@@ -146,6 +197,7 @@ impl TranslateSource {
             store: store.clone(),
             cache: Mutex::default(),
             shared: Mutex::default(),
+            timing: PushTiming::default(),
         });
         let weak = Arc::downgrade(&source);
         let mut updates = store.subscribe();
@@ -153,7 +205,13 @@ impl TranslateSource {
             while updates.changed().await.is_ok() {
                 let version = updates.borrow_and_update().version();
                 let Some(source) = weak.upgrade() else { return };
-                lock(&source.cache).retain(|_, (v, _)| *v == version);
+                let (expected, early) = {
+                    let mut cache = lock(&source.cache);
+                    let all = cache.len();
+                    cache.retain(|_, (v, _)| *v == version);
+                    (all, cache.len())
+                };
+                source.timing.published(version, expected, early);
                 let old = source.renew(version);
                 source.generation.send_replace(version);
                 // The old snapshot's results are freed off the push path.
@@ -170,10 +228,7 @@ impl TranslateSource {
         if shared.as_ref().is_some_and(|s| s.version == version) {
             return None;
         }
-        let previous = shared
-            .as_ref()
-            .map(|o| lock(&o.interned).clone())
-            .unwrap_or_default();
+        let previous = shared.as_ref().map(|o| o.carry()).unwrap_or_default();
         shared.replace(Arc::new(Shared::new(version, previous)))
     }
 
@@ -184,15 +239,17 @@ impl TranslateSource {
         match &*shared {
             Some(s) if s.version == version => s.clone(),
             old => {
-                let previous = old
-                    .as_ref()
-                    .map(|o| lock(&o.interned).clone())
-                    .unwrap_or_default();
+                let previous = old.as_ref().map(|o| o.carry()).unwrap_or_default();
                 let fresh = Arc::new(Shared::new(version, previous));
                 *shared = Some(fresh.clone());
                 fresh
             }
         }
+    }
+
+    /// Per-snapshot translate and push timings (register them on 15014).
+    pub fn timing(&self) -> &PushTiming {
+        &self.timing
     }
 
     /// Generates without caching (also for `/debug/configz`-style views).
@@ -222,7 +279,9 @@ impl ResourceSource for TranslateSource {
         {
             return r.clone();
         }
+        let start = std::time::Instant::now();
         let resources = self.shared_for(version).resources(&snapshot, node);
+        self.timing.served(version, start.elapsed());
         lock(&self.cache).insert(node.id.clone(), (version, resources.clone()));
         resources
     }
@@ -279,7 +338,7 @@ mod tests {
         let resources = meshwork_config::load_str("t.yaml".as_ref(), yaml).resources;
         let registry = Registry::build(&resources, &[]);
         let snap = MeshSnapshot::new(7, resources, registry);
-        let shared = Shared::new(7, Interned::default());
+        let shared = Shared::new(7, Carried::default());
         let nodes = [
             node(
                 "sidecar~10.0.0.1~web-0.default~default.svc.cluster.local",
@@ -344,11 +403,11 @@ mod tests {
             "sidecar~10.0.0.3~db-0.default~default.svc.cluster.local",
             "db",
         );
-        let old = Shared::new(1, Interned::default());
+        let old = Shared::new(1, Carried::default());
         let before = old.resources(&snapshot(1, SERVICES), &web);
         let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db]\n  http:\n  - match: [{uri: {prefix: /v2}}]\n    route: [{destination: {host: db}}]\n  - route: [{destination: {host: db}}]\n";
         let snap = snapshot(2, &format!("{SERVICES}{vs}"));
-        let new = Shared::new(2, lock(&old.interned).clone());
+        let new = Shared::new(2, old.carry());
         let after = new.resources(&snap, &web);
         for t in [TypeUrl::Cluster, TypeUrl::Endpoint, TypeUrl::Listener] {
             let show = |r: &NodeResources| {

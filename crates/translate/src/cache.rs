@@ -13,20 +13,31 @@
 //! - Outbound clusters are shared between namespaces by cluster name and the
 //!   DestinationRule in force.
 //!
-//! Replicas of one workload therefore share everything: the memoized whole
-//! is returned with its maps shared (see [`crate::Resources`]).
+//! Replicas of one workload therefore share everything: the memoized parts
+//! and their merged maps are returned shared (see [`crate::Resources`]).
+//!
+//! Across snapshots: when a snapshot was derived from the one the cache
+//! last served ([`MeshSnapshot::next`]) by a change the cache understands
+//! ([`crate::change`]), each part is derived from the previous snapshot's
+//! part with the same key: inbound parts and ports are kept, outbound parts
+//! keep their clusters and endpoints (and listeners unless TCP/TLS routes
+//! changed) and re-translate route configurations only if they hold a
+//! changed host. Kept maps are the very same `Arc`s, so consumers can skip
+//! them by pointer. Only the snapshot just before is remembered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use meshwork_registry::Protocol;
 
+use crate::change::Change;
 use crate::cluster::{self, ClusterMemo};
 use crate::meta::{ProxyKind, ProxyMeta};
 use crate::scope::Scope;
 use crate::snapshot::MeshSnapshot;
-use crate::{Generated, grpc, listener, route};
+use crate::{Generated, Resources, grpc, listener, route};
 
 /// A concurrent memo: each value is computed once (by one caller; callers
 /// of the same key wait for it, other keys proceed in parallel).
@@ -47,6 +58,12 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     pub(crate) fn get_or_init(&self, key: K, init: impl FnOnce() -> V) -> V {
         let cell = lock(&self.cells).entry(key).or_default().clone();
         cell.get_or_init(init).clone()
+    }
+
+    /// The value for `key`, if it has been computed.
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        let cell = lock(&self.cells).get(key)?.clone();
+        cell.get().cloned()
     }
 }
 
@@ -70,6 +87,10 @@ type InboundKey = (
     Vec<(u16, Protocol)>,
 );
 
+/// What a proxy's inbound ports depend on besides the snapshot:
+/// namespace, workload, labels and address.
+type PortsKey = (String, String, BTreeMap<String, String>, Option<IpAddr>);
+
 /// The memos of one snapshot.
 #[derive(Default)]
 struct Memos {
@@ -77,16 +98,25 @@ struct Memos {
     clusters: ClusterMemo,
     outbound: Memo<OutboundKey, Generated>,
     inbound: Memo<InboundKey, Generated>,
-    /// Sidecar results by the identities of their two parts.
-    whole: Memo<(usize, usize), Generated>,
+    ports: Memo<PortsKey, Vec<(u16, Protocol)>>,
+    /// A sidecar's map of one type: the outbound part's map with the
+    /// inbound part's added, by the identities of the two (both kept alive
+    /// in the value, so the identities stay theirs).
+    merged: Memo<(usize, usize), (Resources, Resources, Resources)>,
+    /// The memos of the snapshot this one was derived from, while the
+    /// change between them lets parts carry over (never a chain: the
+    /// previous memos' own previous is dropped).
+    previous: Mutex<Option<Arc<Memos>>>,
 }
 
 /// Shared generation work for the proxies of one [`MeshSnapshot`]: create
-/// one per snapshot and pass it to every [`generate_cached`] call for that
-/// snapshot. It is `Send + Sync`; concurrent callers share the work.
+/// one and pass it to every [`generate_cached`] call. It is `Send + Sync`;
+/// concurrent callers share the work.
 ///
 /// Used with another snapshot, it forgets what it held and starts over (a
-/// cache never serves one snapshot's results for another).
+/// cache never serves one snapshot's results for another), except that a
+/// snapshot derived from the last one by [`MeshSnapshot::next`] reuses
+/// what its change cannot affect.
 #[derive(Default)]
 pub struct GenerationCache {
     memos: Mutex<Option<Arc<Memos>>>,
@@ -107,20 +137,57 @@ impl GenerationCache {
         Self::default()
     }
 
-    /// The memos for `snap`, fresh if they were for another snapshot.
+    /// The memos for `snap`: fresh if they were for another snapshot, with
+    /// the old ones to carry over from if `snap` was derived from it.
     fn memos(&self, snap: &MeshSnapshot) -> Arc<Memos> {
         let mut memos = lock(&self.memos);
         match &*memos {
             Some(m) if m.snapshot == snap.id() => m.clone(),
-            _ => {
+            old => {
+                let previous = match (old, snap.change()) {
+                    (Some(o), Some(c)) if c.base == o.snapshot => {
+                        lock(&o.previous).take();
+                        Some(o.clone())
+                    }
+                    _ => None,
+                };
                 let fresh = Arc::new(Memos {
                     snapshot: snap.id(),
+                    previous: Mutex::new(previous),
                     ..Memos::default()
                 });
                 *memos = Some(fresh.clone());
                 fresh
             }
         }
+    }
+}
+
+impl Memos {
+    /// The previous snapshot's memos and the change since, if parts may
+    /// carry over.
+    fn previous<'a>(&self, snap: &'a MeshSnapshot) -> Option<(Arc<Memos>, &'a Change)> {
+        let previous = lock(&self.previous).clone()?;
+        let change = snap.change().filter(|c| c.base == previous.snapshot)?;
+        Some((previous, change))
+    }
+
+    /// `outbound` with `inbound` added, shared by every caller with the
+    /// same two maps.
+    fn merged(&self, outbound: &Resources, inbound: &Resources) -> Resources {
+        if inbound.is_empty() {
+            return outbound.clone();
+        }
+        let key = (outbound.id(), inbound.id());
+        let carried = || lock(&self.previous).as_ref()?.merged.get(&key);
+        let (_, _, merged) = self.merged.get_or_init(key, || {
+            carried().unwrap_or_else(|| {
+                let mut out = outbound.clone();
+                out.extend(inbound.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (outbound.clone(), inbound.clone(), out)
+            })
+        });
+        merged
     }
 }
 
@@ -133,6 +200,7 @@ pub fn generate_cached(
     cache: &GenerationCache,
 ) -> Generated {
     let memos = cache.memos(snapshot);
+    let previous = memos.previous(snapshot);
     let labels = snapshot
         .consulted_labels()
         .iter()
@@ -145,13 +213,30 @@ pub fn generate_cached(
         proxy.locality.clone(),
         proxy.vhds,
     );
-    let outbound = memos
-        .outbound
-        .get_or_init(key, || outbound(snapshot, proxy, &memos.clusters));
+    let outbound = memos.outbound.get_or_init(key.clone(), || {
+        match previous
+            .as_ref()
+            .and_then(|(p, c)| Some((p.outbound.get(&key)?, *c)))
+        {
+            Some((old, change)) => refresh(snapshot, proxy, &old, change),
+            None => outbound(snapshot, proxy, &memos.clusters),
+        }
+    });
     if proxy.kind == ProxyKind::Proxyless {
         return outbound;
     }
-    let ports = cluster::inbound_ports(snapshot, proxy);
+    let key = (
+        proxy.namespace.clone(),
+        proxy.workload.clone(),
+        proxy.labels.clone(),
+        proxy.ip,
+    );
+    let ports = memos.ports.get_or_init(key.clone(), || {
+        previous
+            .as_ref()
+            .and_then(|(p, _)| p.ports.get(&key))
+            .unwrap_or_else(|| cluster::inbound_ports(snapshot, proxy))
+    });
     let key = (
         proxy.namespace.clone(),
         proxy.workload.clone(),
@@ -159,7 +244,10 @@ pub fn generate_cached(
         proxy.service_account.clone(),
         ports.clone(),
     );
-    let inbound = memos.inbound.get_or_init(key, || {
+    let inbound = memos.inbound.get_or_init(key.clone(), || {
+        if let Some(kept) = previous.as_ref().and_then(|(p, _)| p.inbound.get(&key)) {
+            return kept;
+        }
         let mut out = Generated::default();
         cluster::inbound(proxy, &ports, &mut out);
         let mtls = crate::authn::inbound_mtls(snapshot, proxy);
@@ -167,9 +255,15 @@ pub fn generate_cached(
         crate::sidecar_listeners::ingress(snapshot, proxy, &mtls, &mut out);
         out
     });
-    // Both parts stay alive in their memos, so their ids identify them.
-    let key = (outbound.listeners.id(), inbound.listeners.id());
-    memos.whole.get_or_init(key, || merge(&outbound, &inbound))
+    // Inbound entries are added after the outbound part's, as
+    // [`crate::generate`] adds them.
+    Generated {
+        listeners: memos.merged(&outbound.listeners, &inbound.listeners),
+        routes: memos.merged(&outbound.routes, &inbound.routes),
+        clusters: memos.merged(&outbound.clusters, &inbound.clusters),
+        endpoints: memos.merged(&outbound.endpoints, &inbound.endpoints),
+        virtual_hosts: memos.merged(&outbound.virtual_hosts, &inbound.virtual_hosts),
+    }
 }
 
 /// The proxy-dependent outbound part, for the kind of `proxy`.
@@ -190,20 +284,39 @@ fn outbound(snap: &MeshSnapshot, proxy: &ProxyMeta, clusters: &ClusterMemo) -> G
     out
 }
 
-/// A sidecar's resources from its parts; the inbound part's entries are
-/// added after the outbound part's, as [`crate::generate`] adds them.
-fn merge(outbound: &Generated, inbound: &Generated) -> Generated {
-    let mut out = outbound.clone();
-    for (map, add) in [
-        (&mut out.listeners, &inbound.listeners),
-        (&mut out.routes, &inbound.routes),
-        (&mut out.clusters, &inbound.clusters),
-        (&mut out.endpoints, &inbound.endpoints),
-        (&mut out.virtual_hosts, &inbound.virtual_hosts),
-    ] {
-        if !add.is_empty() {
-            map.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+/// The outbound part after `change`, from the part `old` of the snapshot
+/// before it (same key): clusters and endpoints are kept, listeners unless
+/// TCP/TLS routes changed, route configurations unless one of their hosts
+/// changed; whatever is kept is the very same map.
+fn refresh(snap: &MeshSnapshot, proxy: &ProxyMeta, old: &Generated, change: &Change) -> Generated {
+    let scope = Scope::for_proxy(snap, proxy);
+    let routes = scope
+        .services
+        .iter()
+        .any(|s| change.vs_hosts.contains(&s.hostname));
+    if !routes && !change.vs_l4 {
+        return old.clone();
+    }
+    let mut out = Generated {
+        clusters: old.clusters.clone(),
+        endpoints: old.endpoints.clone(),
+        ..Generated::default()
+    };
+    match proxy.kind {
+        ProxyKind::Sidecar => {
+            if change.vs_l4 {
+                listener::outbound(snap, proxy, &scope, &mut out);
+            } else {
+                out.listeners = old.listeners.clone();
+            }
+            if routes {
+                route::outbound(snap, proxy, &scope, &mut out);
+            } else {
+                out.routes = old.routes.clone();
+                out.virtual_hosts = old.virtual_hosts.clone();
+            }
         }
+        ProxyKind::Proxyless => grpc::listeners_and_routes(snap, proxy, &scope, &mut out),
     }
     out
 }

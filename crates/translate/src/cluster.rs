@@ -344,13 +344,12 @@ fn assignment<'a>(
 /// workload, with their protocol (the first service naming a port wins).
 pub(crate) fn inbound_ports(snap: &MeshSnapshot, proxy: &ProxyMeta) -> Vec<(u16, Protocol)> {
     let mut ports: BTreeMap<u16, Protocol> = BTreeMap::new();
-    for svc in snap.registry().services() {
-        if svc.namespace != proxy.namespace
-            || svc.selector.is_empty()
-            || !svc
-                .selector
-                .iter()
-                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+    // Only services of the proxy's namespace with a selector can select it.
+    for svc in snap.selecting(&proxy.namespace) {
+        if !svc
+            .selector
+            .iter()
+            .all(|(k, v)| proxy.labels.get(k) == Some(v))
         {
             continue;
         }

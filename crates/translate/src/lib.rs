@@ -15,6 +15,7 @@
 
 mod authn;
 mod cache;
+mod change;
 mod cluster;
 mod delegate;
 mod dr;

@@ -1,11 +1,14 @@
 //! The mesh-wide input of translation, indexed once per change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meshwork_config::model::istio::{DestinationRule, Sidecar, VirtualService};
 use meshwork_config::{Resource, Spec};
-use meshwork_registry::{Registry, fqdn};
+use meshwork_registry::{Registry, Service, fqdn};
+
+use crate::change::{Change, virtual_services_only};
 
 /// Istio's root namespace: a Sidecar there without a selector is the mesh default.
 pub(crate) const ROOT_NAMESPACE: &str = "istio-system";
@@ -21,7 +24,14 @@ pub struct MeshSnapshot {
     /// DestinationRule workload selectors, VirtualService source labels).
     consulted_labels: Vec<String>,
     resources: Vec<Resource>,
-    registry: Registry,
+    /// Shared with the next snapshot when its registry inputs are unchanged.
+    registry: Arc<Registry>,
+    /// How this snapshot differs from the one it was derived from, when
+    /// the generation cache may keep what that change cannot affect.
+    change: Option<Change>,
+    /// Host names of the services with a workload selector, by namespace
+    /// (the candidates for a proxy's inbound ports), in registry order.
+    selecting: HashMap<String, Vec<String>>,
     /// Mesh VirtualServices by resolved host (exact hosts).
     vs_by_host: HashMap<String, Vec<usize>>,
     /// Mesh VirtualServices with wildcard hosts: (suffix after `*`, index).
@@ -56,13 +66,22 @@ impl MeshSnapshot {
     /// Indexes `resources` (VirtualServices and DestinationRules by host,
     /// Sidecars by namespace) next to `registry`.
     pub fn new(version: u64, resources: Vec<Resource>, registry: Registry) -> Self {
+        Self::with_registry(version, resources, Arc::new(registry))
+    }
+
+    /// As [`MeshSnapshot::new`], with a registry that may be shared with
+    /// other snapshots.
+    pub fn with_registry(version: u64, resources: Vec<Resource>, registry: Arc<Registry>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let selecting = selecting(&registry);
         let mut snap = MeshSnapshot {
             version,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             consulted_labels: consulted_labels(&resources),
             resources,
             registry,
+            change: None,
+            selecting,
             vs_by_host: HashMap::new(),
             vs_wildcard: Vec::new(),
             dr_by_host: HashMap::new(),
@@ -89,6 +108,44 @@ impl MeshSnapshot {
             }
         }
         snap
+    }
+
+    /// The snapshot after this one: as [`MeshSnapshot::with_registry`],
+    /// also noting how it differs from `self` so that a
+    /// [`crate::GenerationCache`] that last served `self` re-translates
+    /// only what the change can affect. Pass this snapshot's own registry
+    /// ([`MeshSnapshot::shared_registry`]) when its inputs are unchanged:
+    /// only then is any work kept. The output is the same either way.
+    pub fn next(&self, version: u64, resources: Vec<Resource>, registry: Arc<Registry>) -> Self {
+        let mut next = Self::with_registry(version, resources, registry);
+        if Arc::ptr_eq(&self.registry, &next.registry)
+            && self.consulted_labels == next.consulted_labels
+        {
+            next.change = virtual_services_only(self.id, &self.resources, &next.resources);
+        }
+        next
+    }
+
+    /// The registry, shared: pass it to [`MeshSnapshot::next`] when the
+    /// registry's inputs did not change.
+    pub fn shared_registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// How this snapshot differs from the one it was derived from, if
+    /// caches may keep what the change cannot affect.
+    pub(crate) fn change(&self) -> Option<&Change> {
+        self.change.as_ref()
+    }
+
+    /// The services of namespace `ns` that select workloads by label, in
+    /// registry order.
+    pub(crate) fn selecting(&self, ns: &str) -> impl Iterator<Item = &Service> {
+        self.selecting
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| self.registry.service(h))
     }
 
     /// The configuration version this snapshot was built from.
@@ -206,6 +263,17 @@ impl MeshSnapshot {
                 _ => None,
             })
     }
+}
+
+/// Host names of services with a workload selector, by namespace.
+fn selecting(registry: &Registry) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for svc in registry.services().filter(|s| !s.selector.is_empty()) {
+        out.entry(svc.namespace.clone())
+            .or_default()
+            .push(svc.hostname.clone());
+    }
+    out
 }
 
 /// Label keys of Sidecar and DestinationRule workload selectors and of
