@@ -193,33 +193,7 @@ pub async fn up(opts: &UpOptions) -> Result<Mesh, UpError> {
             opts.config_dir.display()
         )));
     }
-    progress(format!(
-        "loading manifests from {}",
-        opts.config_dir.display()
-    ));
-    let loaded = meshwork_config::load_paths(std::slice::from_ref(&opts.config_dir));
-    let mut diags = loaded.diagnostics;
-    let plan = plan(
-        &loaded.resources,
-        opts.pod_cidr,
-        opts.service_cidr,
-        &mut diags,
-    )
-    .map_err(|e| UpError::User(e.to_string()))?;
-    for d in &diags {
-        let skipped = if d.level == Level::Error {
-            " (skipped)"
-        } else {
-            ""
-        };
-        eprintln!("    {d}{skipped}");
-    }
-    if plan.pods.is_empty() {
-        return Err(UpError::User(format!(
-            "no Deployment with a command in {}; nothing to run",
-            opts.config_dir.display()
-        )));
-    }
+    let (_, plan) = load_plan(opts, opts.pod_cidr)?;
     std::fs::create_dir_all(&dir).map_err(io("state directory"))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .map_err(io("state directory"))?;
@@ -361,6 +335,53 @@ async fn start_all(
         }
     }
     // Wait for every sidecar (config and certificate), then start the apps.
+    wait_sidecars(plan, dir).await?;
+    for pod in &plan.pods {
+        let netns = pods::netns_name(&opts.name, pod);
+        for spec in pods::container_specs(&env, plan, &netns, pod) {
+            supervisor
+                .spawn(spec)
+                .map_err(|e| UpError::User(e.to_string()))?;
+        }
+    }
+    save(state)?;
+    Ok(())
+}
+
+/// Loads the manifests and plans the pods (addresses from `pod_range`),
+/// printing what cannot run; fails when nothing can.
+pub(crate) fn load_plan(
+    opts: &UpOptions,
+    pod_range: Cidr,
+) -> Result<(Vec<meshwork_config::Resource>, Plan), UpError> {
+    progress(format!(
+        "loading manifests from {}",
+        opts.config_dir.display()
+    ));
+    let loaded = meshwork_config::load_paths(std::slice::from_ref(&opts.config_dir));
+    let mut diags = loaded.diagnostics;
+    let plan = plan(&loaded.resources, pod_range, opts.service_cidr, &mut diags)
+        .map_err(|e| UpError::User(e.to_string()))?;
+    for d in &diags {
+        let skipped = if d.level == Level::Error {
+            " (skipped)"
+        } else {
+            ""
+        };
+        eprintln!("    {d}{skipped}");
+    }
+    if plan.pods.is_empty() {
+        return Err(UpError::User(format!(
+            "no Deployment with a command in {}; nothing to run",
+            opts.config_dir.display()
+        )));
+    }
+    Ok((loaded.resources, plan))
+}
+
+/// Waits until every sidecar reports ready on its pod address (config and
+/// certificate), so workloads start with a working mesh.
+pub(crate) async fn wait_sidecars(plan: &Plan, dir: &Path) -> Result<(), UpError> {
     progress("waiting for the sidecars to be ready (config and certificate)");
     for pod in plan.pods.iter().filter(|p| p.sidecar) {
         let health = SocketAddr::from((pod.ip, 15021));
@@ -375,15 +396,6 @@ async fn start_all(
                 ))
             })?;
     }
-    for pod in &plan.pods {
-        let netns = pods::netns_name(&opts.name, pod);
-        for spec in pods::container_specs(&env, plan, &netns, pod) {
-            supervisor
-                .spawn(spec)
-                .map_err(|e| UpError::User(e.to_string()))?;
-        }
-    }
-    save(state)?;
     Ok(())
 }
 

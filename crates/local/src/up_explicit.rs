@@ -6,21 +6,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use meshwork_config::Level;
 use meshwork_registry::Registry;
 
 use crate::explicit::{self, Addrs};
-use crate::fetch;
-use crate::plan::{Plan, Pod, plan};
+use crate::plan::{Plan, Pod};
 use crate::platform::PlatformFile;
 use crate::pods::{self, Env};
 use crate::state::{HostProcess, PodRecord, State, start_time};
 use crate::supervise::{ProcSpec, Supervisor};
 use crate::up::{
-    Mesh, UpError, UpOptions, check_port, clean_leftovers, io, progress, start_control,
-    with_marker, write_tokens,
+    Mesh, UpError, UpOptions, check_port, clean_leftovers, io, load_plan, progress, start_control,
+    wait_sidecars, with_marker, write_tokens,
 };
 
 /// Brings the mesh up in explicit mode. The caller keeps the returned
@@ -38,28 +35,7 @@ pub async fn up(opts: &UpOptions) -> Result<Mesh, UpError> {
     }
     progress(explicit::NOTICE);
     let range = explicit::pod_range(opts.pod_cidr).map_err(UpError::User)?;
-    progress(format!(
-        "loading manifests from {}",
-        opts.config_dir.display()
-    ));
-    let loaded = meshwork_config::load_paths(std::slice::from_ref(&opts.config_dir));
-    let mut diags = loaded.diagnostics;
-    let mut plan = plan(&loaded.resources, range, opts.service_cidr, &mut diags)
-        .map_err(|e| UpError::User(e.to_string()))?;
-    for d in &diags {
-        let skipped = if d.level == Level::Error {
-            " (skipped)"
-        } else {
-            ""
-        };
-        eprintln!("    {d}{skipped}");
-    }
-    if plan.pods.is_empty() {
-        return Err(UpError::User(format!(
-            "no Deployment with a command in {}; nothing to run",
-            opts.config_dir.display()
-        )));
-    }
+    let (resources, mut plan) = load_plan(opts, range)?;
     explicit::label_pods(&mut plan);
     std::fs::create_dir_all(&dir).map_err(io("state directory"))?;
     let gateway = range.gateway();
@@ -77,7 +53,7 @@ pub async fn up(opts: &UpOptions) -> Result<Mesh, UpError> {
     let supervisor = Supervisor::new();
     let registry = {
         let instances = PlatformFile::from_plan(&plan).instances;
-        Registry::build(&loaded.resources, &instances)
+        Registry::build(&resources, &instances)
     };
     let result = start_all(opts, &plan, &registry, &dir, &supervisor, &mut state).await;
     let mesh = Mesh {
@@ -186,20 +162,7 @@ async fn start_all(
             spawn(supervisor, state, dir, spec)?;
         }
     }
-    progress("waiting for the sidecars to be ready (config and certificate)");
-    for pod in plan.pods.iter().filter(|p| p.sidecar) {
-        let health = SocketAddr::from((pod.ip, 15021));
-        fetch::wait_ok(health, "/healthz/ready", Duration::from_secs(60))
-            .await
-            .map_err(|e| {
-                UpError::User(format!(
-                    "the sidecar of {}/{} is not ready: {e}; see {}",
-                    pod.namespace,
-                    pod.name,
-                    pods::log_path(dir, pod, "istio-proxy").display()
-                ))
-            })?;
-    }
+    wait_sidecars(plan, dir).await?;
     for pod in &plan.pods {
         let a = explicit::addrs(pod.ip);
         for c in &pod.containers {
