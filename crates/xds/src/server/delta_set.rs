@@ -117,8 +117,9 @@ type Cell = Arc<OnceLock<Arc<DeltaPayload>>>;
 pub(crate) struct DeltaCache {
     full: OnceLock<Arc<DeltaPayload>>,
     from: Mutex<Vec<(Weak<TypeResources>, Cell)>>,
-    /// The route configuration names of a VirtualHost set.
-    groups: OnceLock<BTreeSet<String>>,
+    /// The route configuration names of a VirtualHost set, and whether
+    /// every resource name has one.
+    groups: OnceLock<(BTreeSet<String>, bool)>,
 }
 
 /// Whether VirtualHost resource `name` belongs to a route configuration
@@ -180,15 +181,15 @@ impl TypeResources {
     /// For a VirtualHost set: whether a subscription to `names` (route
     /// configuration names, or full resource names) covers all of it.
     pub(crate) fn vhosts_covered_by(&self, names: &BTreeSet<String>) -> bool {
-        let groups = self.deltas.groups.get_or_init(|| {
-            self.resources()
+        let (groups, all_grouped) = self.deltas.groups.get_or_init(|| {
+            let groups = self
+                .resources()
                 .keys()
                 .filter_map(|n| n.split_once('/').map(|(rc, _)| rc.to_string()))
-                .collect()
+                .collect();
+            (groups, self.resources().keys().all(|n| n.contains('/')))
         });
-        if groups.iter().all(|g| names.contains(g))
-            && self.resources().keys().all(|n| n.contains('/'))
-        {
+        if *all_grouped && groups.iter().all(|g| names.contains(g)) {
             return true;
         }
         self.resources().keys().all(|n| vhost_wanted(names, n))
