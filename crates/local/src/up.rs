@@ -166,6 +166,11 @@ fn usable_by_others(path: &Path) -> bool {
 /// Fails with a clear message when `addr` cannot be bound (in use).
 pub(crate) fn check_port(addr: SocketAddr) -> Result<(), UpError> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return UpError::User(format!(
+                "cannot listen on {addr} ({e}): ports below 1024 need root, or `sysctl net.ipv4.ip_unprivileged_port_start=0`"
+            ));
+        }
         UpError::User(format!(
             "port {addr} is taken ({e}); stop whatever uses it (another `meshwork up`? `meshwork down`) or pick another --pod-cidr"
         ))
