@@ -407,3 +407,54 @@ async fn a_route_configuration_that_goes_away_is_unsubscribed_from_vhds() {
     cp.respond(TypeUrl::Route, vec![r2], &[]).await;
     until(port, "a.test", 200, "B").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhds_from_the_ads_server_routes_by_host() {
+    let (a, b) = (http_backend("A").await, http_backend("B").await);
+    let ads = AdsServer::new();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let xds = l.local_addr().unwrap();
+    tokio::spawn(ads.clone().serve(l));
+    let port = free_port();
+    let named = |n: &str, any| (n.to_string(), any);
+    ads.set(
+        TypeUrl::Cluster,
+        [
+            named("a", pack(&eds_cluster("a", false))),
+            named("b", pack(&eds_cluster("b", false))),
+        ],
+    );
+    ads.set(
+        TypeUrl::Endpoint,
+        [
+            named("a", pack(&endpoints("a", &[a]))),
+            named("b", pack(&endpoints("b", &[b]))),
+        ],
+    );
+    ads.set(TypeUrl::Route, [named("r", pack(&vhds_route("r", vec![])))]);
+    ads.set(
+        TypeUrl::VirtualHost,
+        [
+            named("r/a", pack(&vhost("a", "a.test", "a"))),
+            named("r/b", pack(&vhost("b", "b.test", "b"))),
+            // Another route configuration's host is not ours.
+            named("other/c", pack(&vhost("c", "c.test", "a"))),
+        ],
+    );
+    ads.set(
+        TypeUrl::Listener,
+        [named("l", pack(&http_listener("l", port, "r")))],
+    );
+    let _proxy = start_proxy(xds).await;
+    until(port, "a.test", 200, "A").await;
+    until(port, "b.test", 200, "B").await;
+    until(port, "c.test", 404, "no route found").await;
+
+    // One virtual host changes, one goes away: only they are pushed.
+    ads.set(
+        TypeUrl::VirtualHost,
+        [named("r/a", pack(&vhost("a", "a.test", "b")))],
+    );
+    until(port, "a.test", 200, "B").await;
+    until(port, "b.test", 404, "no route found").await;
+}

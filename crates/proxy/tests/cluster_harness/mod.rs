@@ -179,6 +179,7 @@ impl Proxy {
             labels: Default::default(),
             service_account: "default".into(),
             locality: String::new(),
+            vhds: false,
         };
         let g = generate(&snap, &proxy);
         let all = |m: &meshwork_translate::Resources| {
