@@ -8,9 +8,10 @@
 //! are not included (`bench/run-scale` measures the whole process).
 //!
 //! `cargo bench -p meshwork-control --bench change [-- ROUNDS] [--full]`;
-//! `--full` builds every snapshot from scratch (`SnapshotBuilder::build`,
-//! nothing carried over), as the control plane did before incremental
-//! translation.
+//! `--full` measures the way before incremental translation: snapshots
+//! from `SnapshotBuilder::build` (not derived from the current one, so
+//! translate starts over) plus one registry build per change (`build`
+//! itself now keeps an unchanged registry).
 
 #[path = "../../../bench/src/scale_config.rs"]
 mod scale_config;
@@ -110,7 +111,9 @@ fn main() {
         let t0 = cpu();
         let version = round as u64 + 2;
         let (snap, report) = if full {
-            builder.build(version)
+            let built = builder.build(version);
+            std::hint::black_box(meshwork_registry::Registry::build(built.0.resources(), &[]));
+            built
         } else {
             builder.build_next(version, &store.current())
         };

@@ -311,6 +311,8 @@ fn refresh(snap: &MeshSnapshot, proxy: &ProxyMeta, old: &Generated, change: &Cha
             }
             if routes {
                 route::outbound(snap, proxy, &scope, &mut out);
+                keep_equal(&mut out.routes, &old.routes);
+                keep_equal(&mut out.virtual_hosts, &old.virtual_hosts);
             } else {
                 out.routes = old.routes.clone();
                 out.virtual_hosts = old.virtual_hosts.clone();
@@ -319,4 +321,16 @@ fn refresh(snap: &MeshSnapshot, proxy: &ProxyMeta, old: &Generated, change: &Cha
         ProxyKind::Proxyless => grpc::listeners_and_routes(snap, proxy, &scope, &mut out),
     }
     out
+}
+
+/// Puts `old`'s resource in place of each re-translated one with the same
+/// name and bytes, so that unchanged resources (VHDS virtual hosts of
+/// hosts the change did not touch) keep their identity and their
+/// consumers' cached versions.
+fn keep_equal(new: &mut Resources, old: &Resources) {
+    for (name, any) in new.iter_mut() {
+        if let Some(kept) = old.get(name).filter(|o| ***o == **any) {
+            *any = kept.clone();
+        }
+    }
 }

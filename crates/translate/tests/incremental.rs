@@ -150,6 +150,7 @@ fn a_sequence_of_edits_translates_as_from_scratch() {
     let cache = GenerationCache::new();
     let mut snap = first;
     let mut before = check(&snap, &proxies, &cache, 0);
+    let mut kept_vhosts = 0;
     for (step, (samples, extra, vs_only)) in STEPS.iter().enumerate().skip(1) {
         let files: Vec<&str> = base.iter().chain(samples.iter()).copied().collect();
         let resources = common::load(&files, extra);
@@ -175,6 +176,16 @@ fn a_sequence_of_edits_translates_as_from_scratch() {
                 proxies.len(),
                 "step {step}: clusters kept for every proxy"
             );
+            // VHDS virtual hosts of untouched hosts keep their identity.
+            kept_vhosts += before
+                .iter()
+                .zip(&after)
+                .flat_map(|(b, a)| {
+                    a.virtual_hosts
+                        .iter()
+                        .filter(|(k, v)| b.virtual_hosts.get(*k).is_some_and(|o| Arc::ptr_eq(o, v)))
+                })
+                .count();
         } else {
             assert_eq!(kept, 0, "step {step}: a full translation shares nothing");
         }
@@ -185,6 +196,7 @@ fn a_sequence_of_edits_translates_as_from_scratch() {
         snap = next;
         before = after;
     }
+    assert!(kept_vhosts > 0, "no VHDS virtual host kept its identity");
 }
 
 /// A cache that skipped a snapshot, or serves one not derived from its
