@@ -95,18 +95,19 @@ pub(crate) fn cidr(address: &str) -> Option<CidrRange> {
 }
 
 fn http_chain(name: &str, port: u16, matcher: Option<FilterChainMatch>) -> FilterChain {
-    outbound_http_chain(name, "0.0.0.0", port, matcher)
+    outbound_http_chain(name, "0.0.0.0", port, &port.to_string(), matcher)
 }
 
-/// An outbound HTTP chain on `bind:port` with RDS `<port>` (Istio names
-/// the route configuration by port, also for a bound egress listener).
+/// An outbound HTTP chain on `bind:port` with RDS `rds` (Istio's `<port>`;
+/// see [`crate::sidecar_listeners`] for Sidecar egress listeners).
 pub(crate) fn outbound_http_chain(
     name: &str,
     bind: &str,
     port: u16,
+    rds: &str,
     matcher: Option<FilterChainMatch>,
 ) -> FilterChain {
-    let mut hcm = hcm_rds(&format!("outbound_{bind}_{port}"), &port.to_string());
+    let mut hcm = hcm_rds(&format!("outbound_{bind}_{port}"), rds);
     crate::policy::add_route_filters(&mut hcm);
     chain(name, matcher, network_filter(HCM_NAME, pack(&hcm)))
 }

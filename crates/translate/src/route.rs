@@ -67,7 +67,8 @@ pub(crate) fn virtual_host(
     Some(vh)
 }
 
-/// Route configurations `<port>` for every HTTP port a sidecar listens on.
+/// Route configurations `<port>` for every HTTP port a sidecar listens on,
+/// then those of its Sidecar's port-named egress listeners.
 pub(crate) fn outbound(
     snap: &MeshSnapshot,
     proxy: &ProxyMeta,
@@ -91,6 +92,7 @@ pub(crate) fn outbound(
         };
         crate::vhds::emit(rc, proxy.vhds, out);
     }
+    crate::sidecar_listeners::routes(snap, proxy, scope, out);
 }
 
 /// Istio's catch-all virtual host: `allow_any` passes unknown hosts through,

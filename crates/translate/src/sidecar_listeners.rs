@@ -4,11 +4,23 @@
 //!
 //! - An egress listener becomes `<bind>_<port>` on `bind:port` (bound only
 //!   for `captureMode: NONE`; `127.0.0.1` when NONE names no bind): HTTP
-//!   through the route configuration `<port>` (Istio names it by port also
-//!   for a bound listener), TCP to the one service its `hosts` admit on
-//!   that port (the first by host name when several; reported by
-//!   [`warnings`]). When the Sidecar has no port-less (catch-all) egress
-//!   listener, the egress listeners are the only outbound listeners.
+//!   through a route configuration holding only the services its `hosts`
+//!   admit on that port (Istio scopes each egress listener's routes to its
+//!   own hosts), TCP to the one service they admit on that port (the first
+//!   by host name when several; reported by [`warnings`]). When the
+//!   Sidecar has no port-less (catch-all) egress listener, the egress
+//!   listeners are the only outbound listeners.
+//! - The route configuration is Istio's `<port>` when one egress listener
+//!   names the port (Istio resolves `<port>` to the first egress listener
+//!   on it, `GetEgressListenerForRDS`). When several do (different binds),
+//!   Istio would serve them all the first one's routes; Meshwork names
+//!   each `<bind>:<port>` instead (Istio's form for a route of one bound
+//!   listener, as for Unix socket binds and sniffed `<host>:<port>`).
+//! - A bound listener whose hosts admit exactly one HTTP service on the
+//!   port is that service's address as the workload sees it: its virtual
+//!   host also answers `<bind>` and `<bind>:<port>`, as Istio lists a
+//!   service's VIP among its domains, so a client that sends the address
+//!   it dialled as Host (`curl http://$ORDER_SERVICE_HOST:…`) reaches it.
 //! - An ingress listener sets the inbound port: `inbound|<port>||` goes to
 //!   its `defaultEndpoint`; with `captureMode: NONE` it is a listener
 //!   `<bind>_<port>` of its own (`0.0.0.0` when no bind is given) with
@@ -17,9 +29,11 @@
 //! - Without capture there is no `virtualOutbound` / `virtualInbound`: on
 //!   a host shared by several sidecars they would all bind 15001/15006.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use meshwork_config::Spec;
 use meshwork_config::model::istio::{CaptureMode, IstioEgressListener, Sidecar, SidecarPort};
 use meshwork_registry::{Protocol, Service};
@@ -66,6 +80,60 @@ fn egress_with_port(sidecar: &Sidecar) -> Vec<(&IstioEgressListener, u16)> {
         .collect()
 }
 
+/// One port-named egress listener, resolved for a proxy.
+struct Egress<'a> {
+    bind: String,
+    port: u16,
+    bound: bool,
+    declared: Option<Protocol>,
+    /// Its route configuration's name.
+    rds: String,
+    /// The services its `hosts` admit on the port, with that port's protocol.
+    services: Vec<(&'a Service, Protocol)>,
+}
+
+/// The port-named egress listeners of `sidecar` for `proxy` (Unix socket
+/// binds left out: reported by [`warnings`]).
+fn resolve<'a>(sidecar: &Sidecar, proxy: &ProxyMeta, scope: &Scope<'a>) -> Vec<Egress<'a>> {
+    let listeners = egress_with_port(sidecar);
+    let mut out = Vec::new();
+    for &(e, port) in &listeners {
+        let bound = uncaptured(e.capture_mode);
+        let bind = match ip_bind(e.bind.as_deref()) {
+            Some(Ok(ip)) => ip,
+            Some(Err(())) => continue,
+            None if bound => "127.0.0.1".into(),
+            None => "0.0.0.0".into(),
+        };
+        let shared = listeners.iter().filter(|(_, p)| *p == port).count() > 1;
+        let rds = if shared {
+            format!("{bind}:{port}")
+        } else {
+            port.to_string()
+        };
+        let services = scope
+            .services
+            .iter()
+            .filter(|s| {
+                e.hosts
+                    .iter()
+                    .any(|h| egress_admits(h, s, &proxy.namespace))
+            })
+            .filter_map(|s| Some((*s, s.port(port)?.protocol)))
+            .filter(|(_, p)| *p != Protocol::Udp)
+            .collect();
+        out.push(Egress {
+            bind,
+            port,
+            bound,
+            declared: declared(e.port.as_ref()),
+            rds,
+            services,
+        });
+    }
+    out
+}
+
 /// Adds the bound egress listeners of `proxy`'s Sidecar to `out` (called
 /// after the port listeners and `virtualOutbound` are in).
 pub(crate) fn egress(
@@ -77,8 +145,7 @@ pub(crate) fn egress(
     let Some(sidecar) = sidecar_for(snap, proxy) else {
         return;
     };
-    let listeners = egress_with_port(sidecar);
-    if listeners.is_empty() {
+    if egress_with_port(sidecar).is_empty() {
         return;
     }
     if sidecar.egress.iter().all(|e| e.port.is_some()) {
@@ -88,71 +155,111 @@ pub(crate) fn egress(
     if sidecar.egress.iter().all(|e| uncaptured(e.capture_mode)) {
         out.listeners.remove("virtualOutbound");
     }
-    for (e, port) in listeners {
-        let bound = uncaptured(e.capture_mode);
-        let bind = match ip_bind(e.bind.as_deref()) {
-            Some(Ok(ip)) => ip,
-            Some(Err(())) => continue, // a Unix socket: reported by `warnings`
-            None if bound => "127.0.0.1".into(),
-            None => "0.0.0.0".into(),
-        };
-        let services: Vec<(&Service, Protocol)> = scope
-            .services
-            .iter()
-            .filter(|s| {
-                e.hosts
-                    .iter()
-                    .any(|h| egress_admits(h, s, &proxy.namespace))
-            })
-            .filter_map(|s| Some((*s, s.port(port)?.protocol)))
-            .filter(|(_, p)| *p != Protocol::Udp)
-            .collect();
+    for e in resolve(sidecar, proxy, scope) {
         // A bound listener is its own destination: passing through would loop.
-        let fallthrough = if scope.allow_any && !bound {
+        let fallthrough = if scope.allow_any && !e.bound {
             PASSTHROUGH
         } else {
             BLACK_HOLE
         };
-        let l = Egress {
-            bind: &bind,
-            port,
-            bound,
-            declared: declared(e.port.as_ref()),
-        }
-        .listener(snap, proxy, &services, fallthrough);
+        let l = e.listener(snap, proxy, fallthrough);
         out.listeners.insert(l.name.clone(), pack(&l));
     }
 }
 
-/// One egress listener being built.
-struct Egress<'a> {
-    bind: &'a str,
-    port: u16,
-    bound: bool,
-    declared: Option<Protocol>,
+/// Adds the route configurations of `proxy`'s Sidecar's port-named egress
+/// listeners that carry HTTP (called after the scope's `<port>` tables,
+/// which a listener's own `<port>` replaces).
+pub(crate) fn routes(
+    snap: &MeshSnapshot,
+    proxy: &ProxyMeta,
+    scope: &Scope<'_>,
+    out: &mut Generated,
+) {
+    let Some(sidecar) = sidecar_for(snap, proxy) else {
+        return;
+    };
+    let resolved = resolve(sidecar, proxy, scope);
+    if resolved.is_empty() {
+        return;
+    }
+    if sidecar.egress.iter().all(|e| e.port.is_some()) {
+        // No `0.0.0.0_<port>` listener is left to use the scope-wide tables.
+        let used: HashSet<String> = resolved.iter().map(|e| e.rds.clone()).collect();
+        out.routes.retain(|name, _| used.contains(name));
+        out.virtual_hosts.retain(|name, _| {
+            name.split_once('/')
+                .is_some_and(|(rc, _)| used.contains(rc))
+        });
+    }
+    for e in resolved {
+        if !e.carries_http() {
+            continue;
+        }
+        let http: Vec<&Service> = e
+            .services
+            .iter()
+            .filter(|(_, p)| p.is_http() || p.is_unsupported())
+            .map(|(s, _)| *s)
+            .collect();
+        let mut taken = HashSet::new();
+        let mut virtual_hosts: Vec<_> = http
+            .iter()
+            .filter_map(|svc| crate::route::virtual_host(snap, proxy, svc, e.port, &mut taken))
+            .collect();
+        let unspecified = e.bind.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if let ([_], [vh]) = (http.as_slice(), virtual_hosts.as_mut_slice())
+            && e.bound
+            && !unspecified
+        {
+            for d in [e.bind.clone(), format!("{}:{}", e.bind, e.port)] {
+                if taken.insert(d.clone()) {
+                    vh.domains.push(d);
+                }
+            }
+        }
+        if !taken.contains("*") {
+            virtual_hosts.push(crate::route::fallback(scope.allow_any && !e.bound));
+        }
+        // Replace whatever the scope-wide tables put under this name.
+        out.routes.remove(&e.rds);
+        let prefix = crate::vhds::resource_name(&e.rds, "");
+        out.virtual_hosts.retain(|k, _| !k.starts_with(&prefix));
+        let rc = RouteConfiguration {
+            name: e.rds.clone(),
+            virtual_hosts,
+            validate_clusters: bool_value(false),
+            ..Default::default()
+        };
+        crate::vhds::emit(rc, proxy.vhds, out);
+    }
 }
 
 impl Egress<'_> {
-    fn listener(
-        &self,
-        snap: &MeshSnapshot,
-        proxy: &ProxyMeta,
-        services: &[(&Service, Protocol)],
-        fallthrough: &str,
-    ) -> Listener {
-        let (bind, port) = (self.bind, self.port);
-        let any = |f: fn(Protocol) -> bool| match self.declared {
+    /// Whether a protocol test holds for the declared protocol, else for
+    /// any admitted service's.
+    fn any(&self, f: fn(Protocol) -> bool) -> bool {
+        match self.declared {
             Some(p) => f(p),
-            None => services.iter().any(|(_, p)| f(*p)),
-        };
+            None => self.services.iter().any(|(_, p)| f(*p)),
+        }
+    }
+
+    /// Whether the listener has an HTTP chain (explicit or sniffed).
+    fn carries_http(&self) -> bool {
+        self.any(Protocol::is_http) || self.any(Protocol::is_unsupported)
+    }
+
+    fn listener(&self, snap: &MeshSnapshot, proxy: &ProxyMeta, fallthrough: &str) -> Listener {
+        let (bind, port) = (self.bind.as_str(), self.port);
         let mut chains = Vec::new();
         let mut default_chain = None;
-        if any(Protocol::is_http) {
+        if self.any(Protocol::is_http) {
             chains.push(crate::listener::outbound_http_chain(
-                "http", bind, port, None,
+                "http", bind, port, &self.rds, None,
             ));
         } else {
-            if any(Protocol::is_unsupported) {
+            if self.any(Protocol::is_unsupported) {
                 let m = FilterChainMatch {
                     application_protocols: crate::listener::SNIFFED_HTTP.map(String::from).to_vec(),
                     ..Default::default()
@@ -161,10 +268,11 @@ impl Egress<'_> {
                     "http",
                     bind,
                     port,
+                    &self.rds,
                     Some(m),
                 ));
             }
-            let tcp = services.iter().find(|(_, p)| !p.is_http());
+            let tcp = self.services.iter().find(|(_, p)| !p.is_http());
             default_chain = Some(match tcp {
                 Some((svc, _)) => {
                     let c = outbound_cluster(port, "", &svc.hostname);

@@ -1,7 +1,10 @@
 //! Sidecar `ingress`/`egress` listeners with `bind` and `captureMode: NONE`
 //! (Istio's configuration for workloads without traffic capture, which the
 //! explicit local mesh generates per pod): bound listeners named
-//! `<bind>_<port>`, HTTP through RDS `<port>`, TCP to the one service,
+//! `<bind>_<port>`, HTTP through RDS `<port>` (`<bind>:<port>` when several
+//! listeners share the port) holding only the listener's own hosts, the
+//! bind address a domain of the one service it stands for, TCP to the one
+//! service,
 //! `inbound|port||` to the `defaultEndpoint`, PeerAuthentication on the
 //! bound inbound listener, and no capture listeners.
 
@@ -13,6 +16,7 @@ use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
@@ -78,6 +82,43 @@ spec:
     bind: 127.3.0.2
     captureMode: NONE
     hosts: ["*/*"]
+---
+# What explicit mode generates: an egress address per (pod, service).
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client-0, namespace: default}
+spec:
+  workloadSelector: {labels: {meshwork.io/pod: client-0}}
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: out-8080}
+    bind: 127.3.0.6
+    captureMode: NONE
+    hosts: ["default/order.default.svc.cluster.local"]
+  - port: {number: 8080, protocol: HTTP, name: out-8080}
+    bind: 127.4.0.6
+    captureMode: NONE
+    hosts: ["default/inventory.default.svc.cluster.local"]
+  - port: {number: 5432, protocol: TCP, name: out-5432}
+    bind: 127.5.0.6
+    captureMode: NONE
+    hosts: ["default/db.default.svc.cluster.local"]
+  - port: {number: 5432, protocol: TCP, name: out-5432}
+    bind: 127.6.0.6
+    captureMode: NONE
+    hosts: ["default/zdb.default.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+# One bound listener on 8080 for one service: Istio's route name `8080`.
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: solo-0, namespace: default}
+spec:
+  workloadSelector: {labels: {meshwork.io/pod: solo-0}}
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: out-8080}
+    bind: 127.3.0.7
+    captureMode: NONE
+    hosts: ["./inventory.default.svc.cluster.local"]
 "#;
 
 fn s(v: &str) -> Value {
@@ -146,6 +187,8 @@ fn mesh() -> (MeshSnapshot, Vec<WorkloadInstance>) {
         instance("inventory-0", "inventory", "127.1.0.3"),
         instance("db-0", "db", "127.1.0.4"),
         instance("zdb-0", "zdb", "127.1.0.5"),
+        instance("client-0", "client", "127.1.0.6"),
+        instance("solo-0", "solo", "127.1.0.7"),
     ];
     let registry = Registry::build(&loaded.resources, &instances);
     (MeshSnapshot::new(1, loaded.resources, registry), instances)
@@ -274,4 +317,138 @@ fn cached_generation_matches_and_other_proxies_keep_capture() {
     assert!(g.listeners.contains_key("virtualInbound"));
     assert!(g.listeners.contains_key("0.0.0.0_8080"));
     assert!(!g.listeners.keys().any(|k| k.starts_with("127.")));
+}
+
+/// The RDS name of a listener's first HTTP chain.
+fn rds(l: &Listener) -> String {
+    let hcm: HttpConnectionManager = typed(&l.filter_chains[0].filters[0]);
+    match hcm.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => rds.route_config_name,
+        other => panic!("not RDS: {other:?}"),
+    }
+}
+
+fn route(g: &Generated, name: &str) -> RouteConfiguration {
+    let any = g
+        .routes
+        .get(name)
+        .unwrap_or_else(|| panic!("no route {name}: {:?}", g.routes.keys()));
+    unpack(any).unwrap()
+}
+
+fn vhost<'a>(rc: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
+    rc.virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no virtual host {name} in {}", rc.name))
+}
+
+fn tcp_cluster(l: &Listener) -> String {
+    let chain = l.default_filter_chain.as_ref().expect("a default chain");
+    let proxy: TcpProxy = typed(&chain.filters[0]);
+    match proxy.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+const INVENTORY: &str = "inventory.default.svc.cluster.local:8080";
+
+#[test]
+fn an_egress_address_per_service_routes_only_to_it_and_answers_its_own_address() {
+    let (snap, instances) = mesh();
+    let g = generate(&snap, &proxy(&instances[4]));
+    // Several listeners on 8080: each its own route `<bind>:<port>`.
+    let inv = listener(&g, "127.4.0.6_8080");
+    assert_eq!(address(&inv), "127.4.0.6:8080");
+    assert_eq!(rds(&inv), "127.4.0.6:8080");
+    assert_eq!(rds(&listener(&g, "127.3.0.6_8080")), "127.3.0.6:8080");
+    let rc = route(&g, "127.4.0.6:8080");
+    let names: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, [INVENTORY, "block_all"], "only its own hosts");
+    let domains = &vhost(&rc, INVENTORY).domains;
+    for d in ["inventory", "inventory:8080", "127.4.0.6", "127.4.0.6:8080"] {
+        assert!(domains.iter().any(|x| x == d), "{d} not in {domains:?}");
+    }
+    assert!(
+        !domains.iter().any(|d| d.starts_with("127.3.")),
+        "{domains:?}"
+    );
+    let rc = route(&g, "127.3.0.6:8080");
+    let order = vhost(&rc, "order.default.svc.cluster.local:8080");
+    assert!(order.domains.iter().any(|d| d == "127.3.0.6:8080"));
+    assert_eq!(rc.virtual_hosts.len(), 2);
+    // The scope-wide `8080` is used by no listener any more.
+    assert_eq!(
+        g.routes.keys().collect::<Vec<_>>(),
+        ["127.3.0.6:8080", "127.4.0.6:8080"]
+    );
+    // TCP: each address forwards to its own service, and nothing to warn.
+    assert_eq!(
+        tcp_cluster(&listener(&g, "127.5.0.6_5432")),
+        "outbound|5432||db.default.svc.cluster.local"
+    );
+    assert_eq!(
+        tcp_cluster(&listener(&g, "127.6.0.6_5432")),
+        "outbound|5432||zdb.default.svc.cluster.local"
+    );
+    let w: Vec<String> = warnings(&snap).iter().map(ToString::to_string).collect();
+    assert!(!w.iter().any(|w| w.contains("client-0")), "{w:?}");
+}
+
+#[test]
+fn one_listener_on_a_port_keeps_istios_route_name_scoped_to_its_hosts() {
+    let (snap, instances) = mesh();
+    let g = generate(&snap, &proxy(&instances[5]));
+    let l = listener(&g, "127.3.0.7_8080");
+    assert_eq!(rds(&l), "8080");
+    let rc = route(&g, "8080");
+    let names: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [INVENTORY, "block_all"],
+        "not order: not in its hosts"
+    );
+    let domains = &vhost(&rc, INVENTORY).domains;
+    assert!(domains.iter().any(|d| d == "127.3.0.7:8080"), "{domains:?}");
+    // order-0's listener admits every host on 8080: no address is one
+    // service's, so none is a domain.
+    let g = generate(&snap, &proxy(&instances[0]));
+    let rc = route(&g, "8080");
+    assert!(rc.virtual_hosts.len() >= 3, "{:?}", rc.virtual_hosts);
+    assert!(
+        !rc.virtual_hosts
+            .iter()
+            .flat_map(|v| &v.domains)
+            .any(|d| d.starts_with("127.")),
+        "{rc:?}"
+    );
+}
+
+#[test]
+fn bound_routes_in_vhds_form_and_cached_generation_agree() {
+    let (snap, instances) = mesh();
+    let mut p = proxy(&instances[4]);
+    p.vhds = true;
+    let g = generate(&snap, &p);
+    let names: Vec<&String> = g.virtual_hosts.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "127.3.0.6:8080/order.default.svc.cluster.local:8080",
+            "127.4.0.6:8080/inventory.default.svc.cluster.local:8080"
+        ]
+    );
+    let vh: VirtualHost = unpack(&g.virtual_hosts[names[1].as_str()]).unwrap();
+    assert!(vh.domains.iter().any(|d| d == "127.4.0.6:8080"));
+    let rc = route(&g, "127.4.0.6:8080");
+    assert!(rc.vhds.is_some());
+    let cache = GenerationCache::new();
+    for i in &instances {
+        for vhds in [false, true] {
+            let mut p = proxy(i);
+            p.vhds = vhds;
+            assert_eq!(generate_cached(&snap, &p, &cache), generate(&snap, &p));
+        }
+    }
 }
