@@ -39,6 +39,18 @@ struct RegistryInputs {
     registry: Arc<Registry>,
 }
 
+/// Whether `Registry::build` sees the same in `a` and `b`: everything but
+/// the parsed document tree (it reads the spec, metadata, and file and
+/// line for its warnings).
+fn same_for_registry(a: &Resource, b: &Resource) -> bool {
+    a.kind == b.kind
+        && a.meta == b.meta
+        && a.spec == b.spec
+        && a.file == b.file
+        && a.line == b.line
+        && a.api_version == b.api_version
+}
+
 /// Kinds `Registry::build` reads.
 fn feeds_registry(r: &Resource) -> bool {
     matches!(
@@ -151,9 +163,11 @@ impl SnapshotBuilder {
         if let Some(l) = &*last
             && l.instances == instances
             && l.addresses == addresses
+            && l.resources.len() == resources.iter().filter(|r| feeds_registry(r)).count()
             && l.resources
                 .iter()
-                .eq(resources.iter().filter(|r| feeds_registry(r)))
+                .zip(resources.iter().filter(|r| feeds_registry(r)))
+                .all(|(a, b)| same_for_registry(a, b))
         {
             return (l.registry.clone(), true);
         }
@@ -371,6 +385,43 @@ mod tests {
             builder.files.lock().unwrap().len(),
             3,
             "removed files are forgotten"
+        );
+    }
+
+    /// The registry is the very same while its inputs are unchanged (a
+    /// VirtualService edit), and rebuilt when a ServiceEntry changes.
+    #[test]
+    fn registry_is_kept_while_its_inputs_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let vs = |w: u32| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{{destination: {{host: a.example.com}}, weight: {w}}}, {{destination: {{host: b.example.com}}, weight: {}}}]\n",
+                100 - w
+            )
+        };
+        std::fs::write(d.join("se.yaml"), format!("{}---\n{}", se("a"), se("b"))).unwrap();
+        std::fs::write(d.join("vs.yaml"), vs(50)).unwrap();
+        let builder =
+            SnapshotBuilder::new(vec![d.to_path_buf()], Arc::new(StaticPlatform::default()));
+        let (first, report) = builder.build(1);
+        assert!(!report.registry_kept);
+        std::fs::write(d.join("vs.yaml"), vs(90)).unwrap();
+        let (second, report) = builder.build_next(2, &first);
+        assert!(report.registry_kept);
+        assert!(Arc::ptr_eq(
+            first.shared_registry(),
+            second.shared_registry()
+        ));
+        std::fs::write(d.join("se.yaml"), se("a")).unwrap();
+        let (third, report) = builder.build_next(3, &second);
+        assert!(!report.registry_kept);
+        assert!(third.registry().service("b.example.com").is_none());
+        assert_eq!(
+            third.resources(),
+            meshwork_config::load_paths(&[d.to_path_buf()])
+                .resources
+                .as_slice()
         );
     }
 }
