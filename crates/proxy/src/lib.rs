@@ -29,3 +29,4 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_conn;
+pub mod upstream_h1;

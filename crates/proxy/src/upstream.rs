@@ -1,12 +1,11 @@
 //! Upstream HTTP connection pools, one set per cluster so each cluster keeps
 //! its own connect and idle timeouts.
 //!
-//! - HTTP/1.1: hyper-util's pooling client, keyed by endpoint address, with
-//!   keep-alive reuse and an idle timeout.
-//! - HTTP/2: one multiplexed connection per endpoint, kept here. hyper-util's
-//!   client keys its pool on the request URI's authority, which would force
-//!   `:authority` to be the endpoint's address; an intermediary must forward
-//!   the original authority (RFC 9113 8.3.1), so HTTP/2 has its own pool.
+//! - HTTP/1.1: a stack of idle keep-alive connections per endpoint
+//!   ([`crate::upstream_h1`]).
+//! - HTTP/2: one multiplexed connection per endpoint, kept here. An
+//!   intermediary must forward the original `:authority` (RFC 9113 8.3.1),
+//!   so the pool is keyed by endpoint address, never by the request URI.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use http::Uri;
@@ -28,11 +25,10 @@ use crate::circuit::{Breakers, Overflow};
 use crate::model::cluster::ClusterModel;
 use crate::model::cluster_policy::Keepalive;
 use crate::tls::PeerPrincipal;
-use crate::tls::client::{MaybeTls, Transports, UpstreamTls};
-use crate::upstream_conn::{ConnUses, LimitedConnector};
-
-/// An HTTP/1.1 client over a cluster's endpoints.
-pub type HttpClient = Client<MaybeTls<LimitedConnector>, ProxyBody>;
+use crate::tls::client::{Transports, UpstreamTls};
+use crate::upstream_conn::{ConnUses, set_keepalive};
+pub use crate::upstream_h1::UpstreamBody;
+use crate::upstream_h1::{H1Pool, H1Settings};
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,24 +44,11 @@ pub enum UpstreamError {
     Overflow(#[from] Overflow),
 }
 
-/// Whether `e` (or an error under it) is a breaker's refusal.
-fn overflow_in(e: &(dyn std::error::Error + 'static)) -> Option<Overflow> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(o) = err.downcast_ref::<Overflow>() {
-            return Some(*o);
-        }
-        cur = err.source();
-    }
-    None
-}
-
 /// The pools of one cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterPools {
-    http1: HttpClient,
+    http1: Arc<H1Pool>,
     http2: Arc<H2Pool>,
-    max_requests_per_connection: Option<u32>,
     /// Pools of the cluster's TLS transport sockets (auto mTLS, DestinationRule TLS).
     transports: Arc<Transports>,
 }
@@ -99,30 +82,16 @@ impl ClusterPools {
         breakers: Arc<Breakers>,
         tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(model.connect_timeout));
-        connector.set_nodelay(true);
-        match &model.policy.keepalive {
-            Some(k) => {
-                connector.set_keepalive(Some(k.time.unwrap_or(Duration::from_secs(300))));
-                connector.set_keepalive_interval(k.interval);
-                connector.set_keepalive_retries(k.probes);
-            }
-            None => connector.set_keepalive(Some(Duration::from_secs(300))),
-        }
-        let connector = MaybeTls::new(
-            LimitedConnector::new(connector, breakers.clone(), model.connect_timeout),
-            tls.clone(),
-            model.connect_timeout,
-        );
-        let mut h1 = Client::builder(TokioExecutor::new());
-        h1.pool_idle_timeout(model.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(1024)
-            .retry_canceled_requests(false)
-            .set_host(false);
+        let http1 = H1Pool::new(H1Settings {
+            connect_timeout: model.connect_timeout,
+            idle_timeout: model.idle_timeout,
+            keepalive: model.policy.keepalive.clone(),
+            max_requests: model.policy.max_requests_per_connection,
+            tls: tls.clone(),
+            breakers: breakers.clone(),
+        });
         ClusterPools {
-            http1: h1.build(connector),
+            http1,
             http2: Arc::new(H2Pool {
                 connect_timeout: model.connect_timeout,
                 idle_timeout: model.idle_timeout,
@@ -132,7 +101,6 @@ impl ClusterPools {
                 max_requests_per_connection: model.policy.max_requests_per_connection,
                 tls: tls.clone(),
             }),
-            max_requests_per_connection: model.policy.max_requests_per_connection,
             transports: Arc::new(Transports::new(if tls.is_some() {
                 Default::default()
             } else {
@@ -141,67 +109,52 @@ impl ClusterPools {
         }
     }
 
-    /// Sends a request to `endpoint`. For HTTP/1.1 the request target
-    /// names the endpoint and the Host header carries the original
-    /// authority; for HTTP/2 `:authority` is the original authority (from
-    /// the Host header) and the connection goes to the endpoint.
+    /// Sends a request to `endpoint`. For HTTP/1.1 the request target is
+    /// in origin form and the Host header carries the original authority;
+    /// for HTTP/2 `:authority` is the original authority (from the Host
+    /// header) and the connection goes to the endpoint.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         http2: bool,
         mut req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         if let Some(tls_pools) = self.transports.for_endpoint(endpoint) {
             return Box::pin(tls_pools?.send(endpoint, http2, req)).await;
+        }
+        if !http2 {
+            *req.version_mut() = http::Version::HTTP_11;
+            if req.method() == http::Method::CONNECT {
+                *req.uri_mut() = Uri::from(endpoint.authority.clone());
+            } else if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                let origin = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::from(origin);
+            }
+            return self.http1.send(endpoint.address(), req).await;
         }
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let authority = if http2 {
-            req.headers_mut()
-                .remove(http::header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| endpoint.authority.clone())
-        } else {
-            endpoint.authority.clone()
-        };
+        let authority = req
+            .headers_mut()
+            .remove(http::header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| endpoint.authority.clone());
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(authority);
         parts.path_and_query = Some(path_and_query);
         *req.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| UpstreamError::Request(format!("bad request target: {e}")))?;
-        if http2 {
-            *req.version_mut() = http::Version::HTTP_2;
-            return self.http2.send(endpoint.address(), req).await;
-        }
-        *req.version_mut() = http::Version::HTTP_11;
-        let capture = self
-            .max_requests_per_connection
-            .map(|_| hyper_util::client::legacy::connect::capture_connection(&mut req));
-        let resp = self.http1.request(req).await.map_err(|e| {
-            if let Some(o) = overflow_in(&e) {
-                UpstreamError::Overflow(o)
-            } else if e.is_connect() {
-                UpstreamError::Connect(format!("{e:?}"))
-            } else {
-                UpstreamError::Request(format!("{e:?}"))
-            }
-        })?;
-        // Retire the connection after max_requests_per_connection requests:
-        // a poisoned connection is closed instead of going back to the pool.
-        if let (Some(max), Some(capture)) = (self.max_requests_per_connection, capture)
-            && let Some(conn) = capture.connection_metadata().as_ref()
-        {
-            let mut extras = http::Extensions::new();
-            conn.get_extras(&mut extras);
-            if extras.get::<ConnUses>().is_some_and(|u| u.bump() >= max) {
-                conn.poison();
-            }
-        }
-        Ok(resp)
+        *req.version_mut() = http::Version::HTTP_2;
+        let resp = self.http2.send(endpoint.address(), req).await?;
+        Ok(resp.map(UpstreamBody::new))
     }
 }
 
@@ -303,7 +256,7 @@ impl H2Pool {
             crate::tls::client::connect(endpoint, self.tls.as_deref(), true, self.connect_timeout)
                 .await?;
         if let Some(k) = &self.keepalive {
-            set_keepalive(stream.tcp(), k);
+            set_keepalive(stream.tcp(), Some(k));
         }
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -370,22 +323,5 @@ impl H2Pool {
                 }
             }
         });
-    }
-}
-
-/// Sets TCP keepalive probing on an upstream socket.
-fn set_keepalive(stream: &tokio::net::TcpStream, k: &Keepalive) {
-    let mut ka = socket2::TcpKeepalive::new();
-    if let Some(t) = k.time {
-        ka = ka.with_time(t);
-    }
-    if let Some(i) = k.interval {
-        ka = ka.with_interval(i);
-    }
-    if let Some(p) = k.probes {
-        ka = ka.with_retries(p);
-    }
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
-        tracing::debug!(error = %e, "setting TCP keepalive failed");
     }
 }

@@ -1,22 +1,18 @@
-//! The HTTP/1.1 pool's connector: hyper-util's `HttpConnector` whose
-//! connections hold a connection count of the cluster's breakers (see
-//! [`Breakers::connection`]) and carry a request counter (as hyper-util
-//! connection "extra" data) so the pool can retire them after
-//! `max_requests_per_connection` requests.
+//! Pieces shared by the upstream pools: a connection's request counter
+//! (to retire it after `max_requests_per_connection`), the I/O wrapper that
+//! holds the cluster breakers' connection count for as long as the socket
+//! lives (also through an HTTP/1.1 upgrade), and TCP keepalive.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-use crate::circuit::{Breakers, ConnectionPermit};
+use crate::circuit::ConnectionPermit;
+use crate::model::cluster_policy::Keepalive;
+use crate::tls::client::UpstreamIo;
 
 /// Requests sent on one connection so far.
 #[derive(Clone, Debug, Default)]
@@ -29,71 +25,27 @@ impl ConnUses {
     }
 }
 
-/// `HttpConnector` whose connections are counted by the cluster's
-/// breakers and count their requests.
-#[derive(Clone, Debug)]
-pub struct LimitedConnector {
-    inner: HttpConnector,
-    breakers: Arc<Breakers>,
-    wait: Duration,
+pin_project_lite::pin_project! {
+    /// An upstream socket (plaintext or TLS) with the connection permit of
+    /// its cluster's breakers: the count drops when the socket closes.
+    pub struct PermitIo {
+        #[pin]
+        io: TokioIo<UpstreamIo>,
+        _permit: ConnectionPermit,
+    }
 }
 
-impl LimitedConnector {
-    /// Wraps `inner`; `wait` bounds the wait for a connection permit.
-    pub fn new(inner: HttpConnector, breakers: Arc<Breakers>, wait: Duration) -> Self {
-        LimitedConnector {
-            inner,
-            breakers,
-            wait,
+impl PermitIo {
+    /// Wraps `io`, holding `permit` until it is dropped.
+    pub fn new(io: UpstreamIo, permit: ConnectionPermit) -> Self {
+        PermitIo {
+            io: TokioIo::new(io),
+            _permit: permit,
         }
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower::Service<Uri> for LimitedConnector {
-    type Response = LimitedIo;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<LimitedIo, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut inner = self.inner.clone();
-        let breakers = self.breakers.clone();
-        let wait = self.wait;
-        Box::pin(async move {
-            let permit = breakers.connection(wait).await?;
-            let io = tower::Service::call(&mut inner, uri).await?;
-            Ok(LimitedIo {
-                io,
-                _permit: permit,
-                uses: ConnUses::default(),
-            })
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An upstream connection with its connection permit and request
-    /// counter.
-    pub struct LimitedIo {
-        #[pin]
-        io: TokioIo<TcpStream>,
-        _permit: ConnectionPermit,
-        uses: ConnUses,
-    }
-}
-
-impl Connection for LimitedIo {
-    fn connected(&self) -> Connected {
-        self.io.connected().extra(self.uses.clone())
-    }
-}
-
-impl hyper::rt::Read for LimitedIo {
+impl hyper::rt::Read for PermitIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -103,7 +55,7 @@ impl hyper::rt::Read for LimitedIo {
     }
 }
 
-impl hyper::rt::Write for LimitedIo {
+impl hyper::rt::Write for PermitIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -130,5 +82,28 @@ impl hyper::rt::Write for LimitedIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         self.project().io.poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Sets TCP keepalive probing on an upstream socket: the cluster's
+/// `upstream_connection_options` when it has them; probes start after
+/// 300 s idle unless the cluster says otherwise.
+pub fn set_keepalive(stream: &tokio::net::TcpStream, k: Option<&Keepalive>) {
+    let default_time = std::time::Duration::from_secs(300);
+    let mut ka = socket2::TcpKeepalive::new();
+    match k {
+        Some(k) => {
+            ka = ka.with_time(k.time.unwrap_or(default_time));
+            if let Some(i) = k.interval {
+                ka = ka.with_interval(i);
+            }
+            if let Some(p) = k.probes {
+                ka = ka.with_retries(p);
+            }
+        }
+        None => ka = ka.with_time(default_time),
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "setting TCP keepalive failed");
     }
 }

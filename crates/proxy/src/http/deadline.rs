@@ -18,11 +18,13 @@ pub struct ResponseTimeout;
 
 pin_project_lite::pin_project! {
     /// A body that fails with [`ResponseTimeout`] once `deadline` passes.
+    /// The timer is made only when the body first has to wait: most small
+    /// responses are complete when first polled and never need one.
     pub struct Deadline<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        deadline: Instant,
+        sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -31,7 +33,8 @@ impl<B> Deadline<B> {
     pub fn new(inner: B, deadline: Instant) -> Self {
         Deadline {
             inner,
-            sleep: tokio::time::sleep_until(deadline),
+            deadline,
+            sleep: None,
         }
     }
 }
@@ -52,7 +55,11 @@ where
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
+        let deadline = *this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ResponseTimeout)))),
             Poll::Pending => Poll::Pending,
         }

@@ -16,14 +16,14 @@ use super::deadline::Deadline;
 use super::exchange::Exchange;
 use super::headers::{
     X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME,
-    local_reply, strip_hop_by_hop,
+    local_reply, request_id_value, strip_hop_by_hop,
 };
 use super::replay::Replay;
-use super::request::{HttpConn, observe_response, request_id};
+use super::request::{HttpConn, observe, observe_response};
 use super::retry::{Outcome, RetryPolicy};
 use super::upgrade;
 use crate::balance::Endpoint;
-use crate::body::{self, Observed, ProxyBody};
+use crate::body::{self, ProxyBody};
 use crate::model::cluster::UpstreamProtocol;
 use crate::model::route::{ForwardAction, RouteModel, VirtualHostModel};
 use crate::tables::ClusterState;
@@ -302,10 +302,8 @@ fn prepare_headers(conn: &HttpConn, headers: &mut HeaderMap, is_upgrade: bool) {
     // The proxy answers `Expect: 100-continue` itself (hyper sends the 100
     // when the body is first read), as Envoy does by default.
     headers.remove(header::EXPECT);
-    if !headers.contains_key(&X_REQUEST_ID)
-        && let Ok(v) = HeaderValue::from_str(&request_id())
-    {
-        headers.insert(X_REQUEST_ID.clone(), v);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id_value());
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if conn.info.inbound {
@@ -322,7 +320,7 @@ fn prepare_headers(conn: &HttpConn, headers: &mut HeaderMap, is_upgrade: bool) {
 fn finish(
     conn: &HttpConn,
     mut ex: Exchange,
-    mut resp: Response<hyper::body::Incoming>,
+    mut resp: Response<crate::upstream::UpstreamBody>,
     active: crate::balance::ActiveGuard,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     plan: &Plan<'_>,
@@ -368,10 +366,8 @@ fn finish(
     }
     // Keep the endpoint counted as busy until the response body ends.
     // The route timeout spans the response body too (not for upgrades).
-    let body = match deadline.filter(|_| !upgraded) {
-        Some(d) => body::boxed(Deadline::new(body, d)),
-        None => body::boxed(body),
-    };
-    let body = Observed::new(body, None, Box::new(move |_, _, _| drop(active)));
-    observe_response(ex, Response::from_parts(parts, body::boxed(body)))
+    match deadline.filter(|_| !upgraded) {
+        Some(d) => observe(ex, parts, Deadline::new(body, d), active),
+        None => observe(ex, parts, body, active),
+    }
 }

@@ -26,6 +26,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Headers that belong to one connection and are never forwarded (RFC 9110
 /// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names first: most messages carry none of these,
+    // and each lookup by name hashes it.
+    let any = headers.keys().any(|k| {
+        k == header::CONNECTION
+            || k == header::TRANSFER_ENCODING
+            || k == header::TE
+            || k == header::UPGRADE
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+    });
+    if !any {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -139,6 +152,25 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-app").unwrap(), "1");
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_alone_is_removed() {
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "connection",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "x".parse().unwrap());
+            h.insert("x-app", "1".parse().unwrap());
+            strip_hop_by_hop(&mut h, false);
+            assert!(h.get(name).is_none(), "{name}");
+            assert_eq!(h.len(), 1, "{name}");
+        }
     }
 
     #[test]

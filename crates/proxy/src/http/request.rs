@@ -15,6 +15,7 @@ use super::exchange::{ConnInfo, Exchange};
 use super::forward::{Plan, forward};
 use super::headers::{authority, local_reply};
 use super::mirror;
+use crate::balance::ActiveGuard;
 use crate::body::{self, BodyEnd, Observed, ProxyBody};
 use crate::ctx::ProxyCtx;
 use crate::io::ConnStats;
@@ -127,17 +128,17 @@ pub async fn handle(
             Ok(reply(ex, resp))
         }
         RouteAction::Forward(f) => {
-            let cluster_name = f.clusters.pick(rand::random::<f64>()).to_string();
-            let Some(cluster) = tables.clusters.get(&cluster_name).cloned() else {
+            let cluster_name = f.clusters.pick(rand::random::<f64>());
+            let Some(cluster) = tables.clusters.get(cluster_name).cloned() else {
                 ex.flag(ResponseFlag::NoClusterFound);
                 return Ok(reply(
                     ex,
-                    local_reply(503, Some(ResponseFlag::NoClusterFound), &cluster_name),
+                    local_reply(503, Some(ResponseFlag::NoClusterFound), cluster_name),
                 ));
             };
             drop(tables);
             rewrite_request(&mut parts, f, &route, &host);
-            if let Some(h) = f.headers_for(&cluster_name) {
+            if let Some(h) = f.headers_for(cluster_name) {
                 h.apply_request(&mut parts.headers);
             }
             route.headers.apply_request(&mut parts.headers);
@@ -151,7 +152,7 @@ pub async fn handle(
                 f,
                 vh,
                 route: &route,
-                cluster: &cluster_name,
+                cluster: cluster_name,
                 extra_response,
             };
             Ok(forward(conn, ex, cluster, req, plan, downstream_upgrade).await)
@@ -175,24 +176,42 @@ fn reply(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
 
 /// Wraps the response body so the exchange finishes when it ends.
 pub(super) fn observe_response(ex: Exchange, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let status = resp.status().as_u16();
-    let header_grpc = resp
-        .headers()
+    let (parts, body) = resp.into_parts();
+    observe(ex, parts, body, None)
+}
+
+/// Wraps `body` (one layer, boxed once) so the exchange finishes when it
+/// ends; `hold` (the upstream endpoint's busy count and breaker permit)
+/// is released at that moment too.
+pub(super) fn observe<B>(
+    ex: Exchange,
+    parts: http::response::Parts,
+    body: B,
+    hold: Option<ActiveGuard>,
+) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    let status = parts.status.as_u16();
+    let header_grpc = parts
+        .headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (parts, body) = resp.into_parts();
     if http_body::Body::is_end_stream(&body) {
         // Nothing to send: hyper never polls such a body, so it would look
         // abandoned (DC) when dropped. The exchange is complete now.
+        drop(hold);
         ex.finish(status, 0, header_grpc.as_deref());
-        return Response::from_parts(parts, body);
+        return Response::from_parts(parts, body::boxed(body));
     }
     let mut ex = Some(ex);
     let observed = Observed::new(
         body,
         None,
         Box::new(move |bytes, end, trailers| {
+            drop(hold);
             let Some(mut ex) = ex.take() else { return };
             let grpc = trailers
                 .and_then(|t| t.get("grpc-status"))
@@ -216,12 +235,30 @@ fn rewrite_request(
     route: &RouteModel,
     host: &str,
 ) {
-    let path = parts.uri.path().to_string();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    if f.prefix_rewrite.is_some() || f.regex_rewrite.is_some() {
+        rewrite_path(parts, f, route);
+    }
+    let host_value = match &f.host_rewrite {
+        Some(h) => Some(h.clone()),
+        // The Host header already says it (HTTP/1.1): nothing to copy.
+        None if parts
+            .headers
+            .get(header::HOST)
+            .is_some_and(|h| h.as_bytes() == host.as_bytes()) =>
+        {
+            None
+        }
+        None => HeaderValue::from_str(host).ok(),
+    };
+    if let Some(h) = host_value {
+        parts.headers.insert(header::HOST, h);
+    }
+}
+
+/// The route's `prefix_rewrite` / `regex_rewrite` of the path (the query
+/// is kept).
+fn rewrite_path(parts: &mut http::request::Parts, f: &ForwardAction, route: &RouteModel) {
+    let path = parts.uri.path();
     let new_path = if let Some(prefix) = &f.prefix_rewrite {
         match &route.matcher.path {
             crate::model::route::PathMatch::Prefix(p)
@@ -234,19 +271,17 @@ fn rewrite_request(
     } else {
         f.regex_rewrite
             .as_ref()
-            .map(|(re, sub)| re.replace_all(&path, sub.as_str()).into_owned())
+            .map(|(re, sub)| re.replace_all(path, sub.as_str()).into_owned())
     };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     if let Some(p) = new_path
         && let Ok(uri) = format!("{p}{query}").parse::<Uri>()
     {
         parts.uri = uri;
-    }
-    let host_value = match &f.host_rewrite {
-        Some(h) => Some(h.clone()),
-        None => HeaderValue::from_str(host).ok(),
-    };
-    if let Some(h) = host_value {
-        parts.headers.insert(header::HOST, h);
     }
 }
 
@@ -300,19 +335,4 @@ fn redirect(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
-}
-
-/// A random request id in UUID v4 form.
-pub(super) fn request_id() -> String {
-    let v: u128 = rand::random();
-    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }

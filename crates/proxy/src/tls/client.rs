@@ -6,7 +6,6 @@
 //! Each transport socket of a cluster gets pools of its own, so a TLS
 //! connection and a plaintext one to the same address never mix.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,9 +13,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use meshwork_identity::tls::{ALPN_H2, MeshTls, client_config};
 use meshwork_identity::verify::peer_identity;
 use rustls::ClientConfig;
@@ -285,151 +281,6 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamIo::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-// === impl MaybeTls (hyper-util connector) ===
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A hyper-util connector that adds TLS over another connector's
-/// connections when it has a TLS context.
-#[derive(Clone, Debug)]
-pub struct MaybeTls<C> {
-    inner: C,
-    tls: Option<Arc<UpstreamTls>>,
-    timeout: Duration,
-}
-
-impl<C> MaybeTls<C> {
-    /// Wraps `inner`; `tls: None` passes connections through.
-    pub fn new(inner: C, tls: Option<Arc<UpstreamTls>>, timeout: Duration) -> Self {
-        MaybeTls {
-            inner,
-            tls,
-            timeout,
-        }
-    }
-}
-
-/// A connection from [`MaybeTls`].
-#[derive(Debug)]
-pub enum MaybeTlsIo<R> {
-    /// As the inner connector made it.
-    Plain(R),
-    /// TLS over it, with the server's identity.
-    Tls(
-        Box<TokioIo<tokio_rustls::client::TlsStream<TokioIo<R>>>>,
-        Option<PeerPrincipal>,
-    ),
-}
-
-impl<C, R> tower::Service<Uri> for MaybeTls<C>
-where
-    C: tower::Service<Uri, Response = R> + Clone + Send + 'static,
-    C::Future: Send,
-    C::Error: Into<BoxError>,
-    R: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
-{
-    type Response = MaybeTlsIo<R>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MaybeTlsIo<R>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let fut = self.inner.call(uri.clone());
-        let tls = self.tls.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let io = fut.await.map_err(Into::into)?;
-            let Some(tls) = tls else {
-                return Ok(MaybeTlsIo::Plain(io));
-            };
-            let endpoint: SocketAddr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse().ok())
-                .ok_or_else(|| format!("endpoint {uri} is not an address"))?;
-            let (s, peer) = tls
-                .handshake(TokioIo::new(io), endpoint, false, timeout)
-                .await?;
-            Ok(MaybeTlsIo::Tls(Box::new(TokioIo::new(s)), peer))
-        })
-    }
-}
-
-impl<R: Connection + hyper::rt::Read + hyper::rt::Write + Unpin> Connection for MaybeTlsIo<R> {
-    fn connected(&self) -> Connected {
-        match self {
-            MaybeTlsIo::Plain(r) => r.connected(),
-            MaybeTlsIo::Tls(t, peer) => {
-                let c = t.inner().get_ref().0.inner().connected();
-                match peer {
-                    Some(p) => c.extra(p.clone()),
-                    None => c,
-                }
-            }
-        }
-    }
-}
-
-impl<R: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for MaybeTlsIo<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsIo::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            MaybeTlsIo::Tls(t, _) => Pin::new(t.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl<R: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for MaybeTlsIo<R> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsIo::Plain(r) => Pin::new(r).poll_write(cx, buf),
-            MaybeTlsIo::Tls(t, _) => Pin::new(t.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsIo::Plain(r) => Pin::new(r).poll_flush(cx),
-            MaybeTlsIo::Tls(t, _) => Pin::new(t.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsIo::Plain(r) => Pin::new(r).poll_shutdown(cx),
-            MaybeTlsIo::Tls(t, _) => Pin::new(t.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTlsIo::Plain(r) => r.is_write_vectored(),
-            MaybeTlsIo::Tls(t, _) => t.is_write_vectored(),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsIo::Plain(r) => Pin::new(r).poll_write_vectored(cx, bufs),
-            MaybeTlsIo::Tls(t, _) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 }
