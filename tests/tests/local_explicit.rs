@@ -6,9 +6,15 @@
 //! dependencies through `*_SERVICE_HOST`/`*_SERVICE_PORT`. The test checks:
 //!
 //! - every proxy SYNCED, and `proxy-config listeners` shows the bound
-//!   listeners (`<egress>_8080`, `<pod>_8080`) and no capture listeners;
-//! - orders succeed through the sidecars over mutual TLS, the shipping
-//!   split holds roughly (90/10 within five sigma);
+//!   listeners (`<service address>_8080` per service, `<pod>_8080`) and no
+//!   capture listeners;
+//! - a plain client in a pod's environment (`meshwork http-get`, and curl
+//!   when installed) reaches `http://$INVENTORY_SERVICE_HOST:
+//!   $INVENTORY_SERVICE_PORT/` with no Host override, through the sidecars
+//!   over mutual TLS (plaintext to inventory's own sidecar is refused);
+//! - orders succeed through the sidecars over mutual TLS (the demo app
+//!   sends no Host override either), the shipping split holds roughly
+//!   (90/10 within five sigma);
 //! - `meshwork analyze` without `-f` analyzes the running mesh's
 //!   directories and says which;
 //! - after `meshwork demo` is killed (a crash), `meshwork down` stops every
@@ -43,6 +49,85 @@ fn demo(name: &str, octet: u32, dir: &Path, root: &Path) -> Command {
         .arg(root)
         .env("NO_COLOR", "1");
     c
+}
+
+/// The environment of pod `pod`'s application process (the one that has
+/// `POD_NAME=<pod>`; its sidecar has none), as `meshwork up` gave it.
+fn app_env(s: &State, pod: &str) -> Vec<(String, String)> {
+    for pid in mesh_pids(s) {
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let env: Vec<(String, String)> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
+        if env.iter().any(|(k, v)| k == "POD_NAME" && v == pod) {
+            return env;
+        }
+    }
+    panic!("no application process of {pod}");
+}
+
+/// Runs `script` with `sh -c` in exactly the environment `env` (plus
+/// `MESHWORK`, the binary): status, stdout, stderr.
+fn in_pod(env: &[(String, String)], script: &str) -> (bool, String, String) {
+    let out = Command::new("/bin/sh")
+        .args(["-c", script])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("MESHWORK", meshwork())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A plain client in order-0's environment reaches inventory at
+/// `$INVENTORY_SERVICE_HOST:$INVENTORY_SERVICE_PORT` with the Host header
+/// it dials, through order-0's sidecar and inventory-0's (STRICT mTLS:
+/// plaintext straight to inventory-0's sidecar is refused).
+fn plain_clients_reach_inventory(state: &State, env: &[(String, String)]) {
+    let get = |url: &str| format!("exec \"$MESHWORK\" http-get \"{url}\"");
+    let url = "http://$INVENTORY_SERVICE_HOST:$INVENTORY_SERVICE_PORT/reserve?item=plain";
+    let (ok, body, err) = in_pod(env, &get(url));
+    assert!(ok, "meshwork http-get {url}: {err}");
+    assert!(
+        body.contains("\"item\":\"plain\"") && body.contains("\"reserved\""),
+        "inventory did not answer: {body}"
+    );
+    // The other services have their own addresses: the same Host-less
+    // request reaches shipping at its own.
+    let (ok, body, err) = in_pod(
+        env,
+        &get("http://$SHIPPING_SERVICE_HOST:$SHIPPING_SERVICE_PORT/quote"),
+    );
+    assert!(ok && body.contains("\"shipping\":\"v"), "{body}{err}");
+    if Path::new("/usr/bin/curl").exists() || Path::new("/bin/curl").exists() {
+        let (ok, body, err) = in_pod(
+            env,
+            &format!(
+                "exec curl -sS --fail --max-time 10 \"{}\"",
+                url.replace("plain", "curl")
+            ),
+        );
+        assert!(
+            ok && body.contains("\"item\":\"curl\""),
+            "curl: {body}{err}"
+        );
+    }
+    let inventory = state.pods.iter().find(|p| p.name == "inventory-0").unwrap();
+    let (ok, body, _) = in_pod(env, &get(&format!("http://{}:8080/reserve", inventory.ip)));
+    assert!(!ok, "plaintext to a STRICT sidecar answered: {body}");
 }
 
 /// Every process the mesh may have: recorded, and marked (restarted ones).
@@ -81,13 +166,24 @@ fn explicit_demo_runs_through_bound_sidecars_with_mtls_and_cleans_up() {
     );
 
     assert_all_synced(&root, 5);
+    let env = app_env(&state, "order-0");
+    let var = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {k} in order-0's environment"))
+    };
+    let (inventory, shipping) = (var("INVENTORY_SERVICE_HOST"), var("SHIPPING_SERVICE_HOST"));
+    assert_ne!(inventory, shipping, "each service its own address");
     let listeners = cli(&root, &["proxy-config", "listeners", "order-0"]);
     for bound in [
-        format!("{}_8080", order.egress),
+        format!("{inventory}_8080"),
+        format!("{shipping}_8080"),
         format!("{}_8080", order.ip),
     ] {
         assert!(listeners.contains(&bound), "no {bound}:\n{listeners}");
     }
+    plain_clients_reach_inventory(&state, &env);
     assert!(
         !listeners.contains("virtualOutbound") && !listeners.contains("virtualInbound"),
         "{listeners}"

@@ -10,23 +10,31 @@
 //!   says), admin 15000, health 15021 and metrics 15090/15020 bind it;
 //! - the **app address** `127.(P+1).M.n`: where the workload listens on its
 //!   container port (`BIND`, `POD_IP`);
-//! - the **egress address** `127.(P+2).M.n`: where the sidecar binds one
-//!   outbound listener per distinct service port; the workload's
-//!   `<NAME>_SERVICE_HOST`/`_PORT` point there (`MESHWORK_EXPLICIT=1`).
+//! - an **egress address** per Service: the `k`-th Service of the plan
+//!   (from 0) is `127.(P+2+k).M.n` in this pod, the pod's own view of that
+//!   service (what a cluster IP is on Kubernetes). The sidecar binds the
+//!   service's ports there; the workload's `<NAME>_SERVICE_HOST`/`_PORT`
+//!   point there (`MESHWORK_EXPLICIT=1`), so any client reaches the
+//!   service, whatever Host header it sends.
+//!
+//! The second octet says what an address is (pod, app, service k), the
+//! last two which pod; a pod range `127.P.0.0/16` to `/24` leaves room for
+//! `254 - P` services ([`check_room`]).
 //!
 //! The sidecars are configured with Istio's own API, as Istio does for
 //! workloads without iptables: one `Sidecar` per pod (selected by the
 //! label [`POD_LABEL`] added to the pod's proxy labels) with `ingress`
 //! (`bind` pod address, `defaultEndpoint` app address, `captureMode:
-//! NONE`) and `egress` listeners (`bind` egress address, `captureMode:
-//! NONE`, `hosts: ["*/*"]`), written to a directory the control plane
-//! watches beside the user's.
+//! NONE`) and an `egress` listener per service port (`bind` that
+//! service's egress address, `captureMode: NONE`, `hosts:
+//! ["<ns>/<fqdn>"]`), written to a directory the control plane watches
+//! beside the user's.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use meshwork_registry::{Protocol, Registry};
+use meshwork_registry::{DOMAIN_SUFFIX, Protocol, Registry};
 
 use crate::cidr::Cidr;
 use crate::env::service_env;
@@ -44,21 +52,58 @@ pub const DEFAULT_RANGE: Cidr = Cidr {
 
 /// What explicit mode tells the user, once.
 pub const NOTICE: &str = "explicit mode: no network namespaces and no iptables. \
-Each pod gets loopback addresses (pod, app, egress); its sidecar listens on \
-them and workloads reach their dependencies only through the \
-<NAME>_SERVICE_HOST/<NAME>_SERVICE_PORT variables (their sidecar's egress \
-listeners; HTTP clients name the service in the Host header). DNS names \
-like `order` do not resolve to the mesh.";
+Each pod gets loopback addresses (pod, app, one per service); its sidecar \
+listens on them and workloads reach their dependencies only through the \
+<NAME>_SERVICE_HOST/<NAME>_SERVICE_PORT variables (each service its own \
+address in each pod, served by the pod's sidecar). DNS names like `order` \
+do not resolve to the mesh.";
 
-/// A pod's three loopback addresses.
+/// A pod's loopback addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Addrs {
     /// The sidecar's inbound side, the registry's endpoint address.
     pub pod: Ipv4Addr,
     /// Where the application listens.
     pub app: Ipv4Addr,
-    /// The sidecar's egress listeners.
-    pub egress: Ipv4Addr,
+}
+
+impl Addrs {
+    /// Where this pod reaches the `k`-th service of the plan (its sidecar's
+    /// egress listeners for that service): `127.(P+2+k).M.n`; `None` when
+    /// that passes 127.255 ([`check_room`] refuses such plans).
+    pub fn egress(&self, k: usize) -> Option<Ipv4Addr> {
+        let [a, b, c, d] = self.pod.octets();
+        let second = u8::try_from(usize::from(b) + 2 + k).ok()?;
+        Some(Ipv4Addr::new(a, second, c, d))
+    }
+
+    /// The pod's egress addresses for `services` services, for display
+    /// (`127.3.0.2-127.5.0.2`).
+    pub fn egress_span(&self, services: usize) -> String {
+        match (
+            self.egress(0),
+            services.checked_sub(1).and_then(|k| self.egress(k)),
+        ) {
+            (Some(first), Some(last)) if first != last => format!("{first}-{last}"),
+            (Some(first), Some(_)) => first.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Whether the pod range leaves room for an egress address per service
+/// (second octets up to 255), with an error that says what to change.
+pub fn check_room(range: Cidr, services: usize) -> Result<(), String> {
+    let p = usize::from(range.network.octets()[1]);
+    if p + 1 + services > 255 {
+        return Err(format!(
+            "explicit mode gives each of the {services} services its own address \
+             127.<{}+k>.x.y in every pod, which passes 127.255 with pod range {range}: \
+             use a pod range with a lower second octet (--pod-cidr 127.1.0.0/24 leaves room for 253)",
+            p + 2
+        ));
+    }
+    Ok(())
 }
 
 /// The pod range for explicit mode: `requested` when it lies in
@@ -83,7 +128,6 @@ pub fn addrs(pod: Ipv4Addr) -> Addrs {
     Addrs {
         pod,
         app: Ipv4Addr::new(a, b.saturating_add(1), c, d),
-        egress: Ipv4Addr::new(a, b.saturating_add(2), c, d),
     }
 }
 
@@ -99,19 +143,35 @@ fn protocol_name(p: Protocol) -> Option<&'static str> {
     (!p.is_unsupported()).then(|| p.name())
 }
 
-/// Distinct service ports of the mesh with their protocol (HTTP wins when
-/// services disagree, as one listener serves them all).
-pub fn egress_ports(registry: &Registry) -> BTreeMap<u16, Protocol> {
-    let mut out: BTreeMap<u16, Protocol> = BTreeMap::new();
-    for svc in registry.services() {
+/// One egress listener of every pod's Sidecar: a port of the `index`-th
+/// service, bound at that service's egress address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// The service's place in the plan (its egress address's `k`).
+    pub index: usize,
+    /// The Sidecar `hosts` entry naming it: `<namespace>/<fqdn>`.
+    pub host: String,
+    /// The service port.
+    pub port: u16,
+    /// Its protocol.
+    pub protocol: Protocol,
+}
+
+/// Every service port of the plan (UDP left out), in plan order.
+pub fn egress_listeners(plan: &Plan, registry: &Registry) -> Vec<Egress> {
+    let mut out = Vec::new();
+    for (index, s) in plan.services.iter().enumerate() {
+        let fqdn = format!("{}.{}.svc.{DOMAIN_SUFFIX}", s.name, s.namespace);
+        let Some(svc) = registry.service(&fqdn) else {
+            continue;
+        };
         for p in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
-            out.entry(p.port)
-                .and_modify(|have| {
-                    if p.protocol.is_http() && !have.is_http() {
-                        *have = p.protocol;
-                    }
-                })
-                .or_insert(p.protocol);
+            out.push(Egress {
+                index,
+                host: format!("{}/{fqdn}", s.namespace),
+                port: p.port,
+                protocol: p.protocol,
+            });
         }
     }
     out
@@ -150,7 +210,7 @@ pub fn sidecar(
     pod: &Pod,
     a: &Addrs,
     ingress: &BTreeMap<u16, Protocol>,
-    egress: &BTreeMap<u16, Protocol>,
+    egress: &[Egress],
 ) -> serde_json::Value {
     let ingress: Vec<_> = ingress
         .iter()
@@ -165,13 +225,13 @@ pub fn sidecar(
         .collect();
     let egress: Vec<_> = egress
         .iter()
-        .map(|(&port, &proto)| {
-            serde_json::json!({
-                "port": port_json(port, proto, "out"),
-                "bind": a.egress.to_string(),
+        .filter_map(|e| {
+            Some(serde_json::json!({
+                "port": port_json(e.port, e.protocol, "out"),
+                "bind": a.egress(e.index)?.to_string(),
                 "captureMode": "NONE",
-                "hosts": ["*/*"],
-            })
+                "hosts": [e.host],
+            }))
         })
         .collect();
     let mut spec = serde_json::json!({
@@ -203,7 +263,7 @@ pub fn write_sidecars(
     dir: &Path,
 ) -> std::io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let egress = egress_ports(registry);
+    let egress = egress_listeners(plan, registry);
     let mut text =
         String::from("# Generated by `meshwork up` (explicit mode): one Sidecar per pod.\n");
     for pod in plan.pods.iter().filter(|p| p.sidecar) {
@@ -221,8 +281,9 @@ pub fn write_sidecars(
 
 /// A container's environment in explicit mode: the downward API's with
 /// the app address, `BIND` (where the demo app listens), and for every
-/// Service of the mesh the Kubernetes variables pointing at this pod's
-/// egress address (services of the pod's namespace win a name clash).
+/// Service of the mesh the Kubernetes variables pointing at that service's
+/// egress address in this pod (services of the pod's namespace win a name
+/// clash).
 pub fn container_env(pod: &Pod, a: &Addrs, plan: &Plan) -> Vec<(String, String)> {
     let mut env = vec![
         ("POD_NAME".to_string(), pod.name.clone()),
@@ -234,17 +295,16 @@ pub fn container_env(pod: &Pod, a: &Addrs, plan: &Plan) -> Vec<(String, String)>
         ("MESHWORK_EXPLICIT".to_string(), "1".to_string()),
     ];
     let mut seen = std::collections::BTreeSet::new();
-    let own = plan
+    let (own, others): (Vec<_>, Vec<_>) = plan
         .services
         .iter()
-        .filter(|s| s.namespace == pod.namespace);
-    let others = plan
-        .services
-        .iter()
-        .filter(|s| s.namespace != pod.namespace);
-    for s in own.chain(others) {
-        if seen.insert(s.name.clone()) {
-            env.extend(service_env(&s.name, &a.egress.to_string(), &s.ports));
+        .enumerate()
+        .partition(|(_, s)| s.namespace == pod.namespace);
+    for (k, s) in own.into_iter().chain(others) {
+        if let Some(host) = a.egress(k)
+            && seen.insert(s.name.clone())
+        {
+            env.extend(service_env(&s.name, &host.to_string(), &s.ports));
         }
     }
     env
@@ -254,7 +314,7 @@ pub fn container_env(pod: &Pod, a: &Addrs, plan: &Plan) -> Vec<(String, String)>
 pub fn describe_pods(state: &State) -> String {
     let mut out = format!(
         "{:<28} {:<12} {:<16} {:<16} {}\n",
-        "POD", "NAMESPACE", "POD ADDRESS", "APP ADDRESS", "EGRESS (*_SERVICE_HOST)"
+        "POD", "NAMESPACE", "POD ADDRESS", "APP ADDRESS", "SERVICE ADDRESSES (*_SERVICE_HOST)"
     );
     for p in &state.pods {
         out.push_str(&format!(
@@ -266,20 +326,27 @@ pub fn describe_pods(state: &State) -> String {
 }
 
 /// The service table of `describe` in explicit mode: how workloads find
-/// each service (the virtual addresses are names only here).
+/// each service (the virtual addresses are names only here): in the pod
+/// `127.P.x.y`, service `k` is `127.(P+2+k).x.y`.
 pub fn describe_services(plan: &Plan) -> String {
     let mut out = format!(
-        "{:<28} {:<12} {:<12} {}\n",
-        "SERVICE", "NAMESPACE", "PORTS", "REACHED AT (each pod's egress address)"
+        "{:<28} {:<12} {:<12} {:<14} {}\n",
+        "SERVICE", "NAMESPACE", "PORTS", "IN POD x.y", "REACHED AT"
     );
-    for s in &plan.services {
+    let first = plan.pods.first().map(|p| addrs(p.ip));
+    for (k, s) in plan.services.iter().enumerate() {
         let ports: Vec<String> = s.ports.iter().map(|(_, p)| p.to_string()).collect();
         let var = s.name.to_ascii_uppercase().replace(['-', '.'], "_");
+        let at = first
+            .and_then(|a| a.egress(k))
+            .map(|e| format!("{}.{}.x.y", e.octets()[0], e.octets()[1]))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{:<28} {:<12} {:<12} ${var}_SERVICE_HOST:${var}_SERVICE_PORT\n",
+            "{:<28} {:<12} {:<12} {:<14} ${var}_SERVICE_HOST:${var}_SERVICE_PORT\n",
             s.name,
             s.namespace,
-            ports.join(",")
+            ports.join(","),
+            at
         ));
     }
     out
@@ -334,7 +401,23 @@ spec:
     fn addresses_per_pod() {
         let a = addrs(Ipv4Addr::new(127, 1, 0, 2));
         assert_eq!(a.app, Ipv4Addr::new(127, 2, 0, 2));
-        assert_eq!(a.egress, Ipv4Addr::new(127, 3, 0, 2));
+        assert_eq!(a.egress(0), Some(Ipv4Addr::new(127, 3, 0, 2)));
+        assert_eq!(a.egress(1), Some(Ipv4Addr::new(127, 4, 0, 2)));
+        assert_eq!(a.egress(252), Some(Ipv4Addr::new(127, 255, 0, 2)));
+        assert_eq!(a.egress(253), None);
+        assert_eq!(a.egress_span(3), "127.3.0.2-127.5.0.2");
+        assert_eq!(a.egress_span(1), "127.3.0.2");
+        assert_eq!(a.egress_span(0), "");
+        // A /16 pod range: the last two octets name the pod.
+        let b = addrs(Ipv4Addr::new(127, 7, 3, 9));
+        assert_eq!(b.egress(2), Some(Ipv4Addr::new(127, 11, 3, 9)));
+        assert_eq!(check_room(DEFAULT_RANGE, 253), Ok(()));
+        let full = check_room(DEFAULT_RANGE, 254).unwrap_err();
+        assert!(
+            full.contains("254 services") && full.contains("--pod-cidr"),
+            "{full}"
+        );
+        assert!(check_room("127.200.0.0/24".parse().unwrap(), 60).is_err());
         assert_eq!(
             pod_range("10.88.0.0/24".parse().unwrap()),
             Ok(DEFAULT_RANGE)
@@ -355,7 +438,7 @@ spec:
             pod,
             &addrs(pod.ip),
             &ingress_ports(&registry, pod),
-            &egress_ports(&registry),
+            &egress_listeners(&plan, &registry),
         );
         let text = serde_json::to_string(&doc).unwrap();
         // It is a valid Istio Sidecar.
@@ -369,12 +452,24 @@ spec:
         assert_eq!(ingress["port"]["protocol"], "HTTP");
         assert_eq!(ingress["bind"], "127.1.0.2");
         assert_eq!(ingress["defaultEndpoint"], "127.2.0.2:8080");
+        // One egress listener per (service, port), at the service's own
+        // address in this pod, importing only that service.
         let egress = spec["egress"].as_array().unwrap();
-        let ports: Vec<_> = egress.iter().map(|e| e["port"]["number"].clone()).collect();
-        assert_eq!(ports, [80, 5432]);
-        assert!(egress.iter().all(|e| e["bind"] == "127.3.0.2"
-            && e["captureMode"] == "NONE"
-            && e["hosts"][0] == "*/*"));
+        assert_eq!(egress.len(), 2, "{egress:?}");
+        for (k, s) in plan.services.iter().enumerate() {
+            let e = egress
+                .iter()
+                .find(|e| e["hosts"][0] == format!("default/{}.default.svc.cluster.local", s.name))
+                .unwrap_or_else(|| panic!("no listener for {}: {egress:?}", s.name));
+            assert_eq!(e["bind"], format!("127.{}.0.2", 3 + k));
+            assert_eq!(e["port"]["number"], s.ports[0].1);
+            assert_eq!(e["captureMode"], "NONE");
+            assert_eq!(e["hosts"].as_array().unwrap().len(), 1);
+        }
+        let order = egress.iter().find(|e| e["port"]["number"] == 80).unwrap();
+        assert_eq!(order["port"]["protocol"], "HTTP");
+        let db = egress.iter().find(|e| e["port"]["number"] == 5432).unwrap();
+        assert_eq!(db["port"]["protocol"], "TCP");
     }
 
     #[test]
@@ -384,9 +479,14 @@ spec:
         let env: BTreeMap<_, _> = container_env(pod, &addrs(pod.ip), &plan)
             .into_iter()
             .collect();
-        assert_eq!(env["ORDER_SERVICE_HOST"], "127.3.0.2");
+        let k = |name: &str| plan.services.iter().position(|s| s.name == name).unwrap();
+        let order = format!("127.{}.0.2", 3 + k("order"));
+        let db = format!("127.{}.0.2", 3 + k("db-main"));
+        assert_ne!(order, db, "each service its own address");
+        assert_eq!(env["ORDER_SERVICE_HOST"], order);
         assert_eq!(env["ORDER_SERVICE_PORT"], "80");
-        assert_eq!(env["DB_MAIN_SERVICE_HOST"], "127.3.0.2");
+        assert_eq!(env["ORDER_PORT"], format!("tcp://{order}:80"));
+        assert_eq!(env["DB_MAIN_SERVICE_HOST"], db);
         assert_eq!(env["DB_MAIN_SERVICE_PORT"], "5432");
         assert_eq!(env["MESHWORK_EXPLICIT"], "1");
         assert_eq!(env["BIND"], "127.2.0.2");

@@ -36,8 +36,8 @@ pub struct PodRecord {
     /// ingress `defaultEndpoint` address).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub app: String,
-    /// Explicit mode: where the sidecar's egress listeners are bound (the
-    /// pod's `*_SERVICE_HOST`).
+    /// Explicit mode: where the sidecar's egress listeners are bound, one
+    /// address per Service (the pod's `*_SERVICE_HOST`s), as `first-last`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub egress: String,
 }

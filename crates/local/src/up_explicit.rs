@@ -36,6 +36,7 @@ pub async fn up(opts: &UpOptions) -> Result<Mesh, UpError> {
     progress(explicit::NOTICE);
     let range = explicit::pod_range(opts.pod_cidr).map_err(UpError::User)?;
     let (resources, mut plan) = load_plan(opts, range)?;
+    explicit::check_room(range, plan.services.len()).map_err(UpError::User)?;
     explicit::label_pods(&mut plan);
     std::fs::create_dir_all(&dir).map_err(io("state directory"))?;
     let gateway = range.gateway();
@@ -81,7 +82,7 @@ fn ports_to_check(
     let mut out: Vec<SocketAddr> = [15010, 15012, 15014]
         .map(|p| SocketAddr::from((gateway, p)))
         .to_vec();
-    let egress = explicit::egress_ports(registry);
+    let egress = explicit::egress_listeners(plan, registry);
     for pod in plan.pods.iter().filter(|p| p.sidecar) {
         let a = explicit::addrs(pod.ip);
         for p in [15000, 15020, 15021, 15090] {
@@ -90,8 +91,10 @@ fn ports_to_check(
         for p in explicit::ingress_ports(registry, pod).keys() {
             out.push(SocketAddr::from((a.pod, *p)));
         }
-        for p in egress.keys() {
-            out.push(SocketAddr::from((a.egress, *p)));
+        for e in &egress {
+            if let Some(ip) = a.egress(e.index) {
+                out.push(SocketAddr::from((ip, e.port)));
+            }
         }
     }
     out
@@ -141,11 +144,13 @@ async fn start_all(
         ca,
         proxy_flags: opts.proxy_flags.clone(),
     };
+    let services = plan.services.len();
     for pod in &plan.pods {
         let a = explicit::addrs(pod.ip);
+        let egress = a.egress_span(services);
         progress(format!(
-            "pod {}/{}: pod address {}, app {}, egress {}",
-            pod.namespace, pod.name, a.pod, a.app, a.egress
+            "pod {}/{}: pod address {}, app {}, services at {egress}",
+            pod.namespace, pod.name, a.pod, a.app
         ));
         state.pods.push(PodRecord {
             name: pod.name.clone(),
@@ -155,7 +160,7 @@ async fn start_all(
             admin: SocketAddr::from((a.pod, 15000)).to_string(),
             metrics: SocketAddr::from((a.pod, 15020)).to_string(),
             app: a.app.to_string(),
-            egress: a.egress.to_string(),
+            egress,
         });
         if pod.sidecar {
             let spec = sidecar_spec(&env, state, pod, &a);

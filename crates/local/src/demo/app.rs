@@ -83,9 +83,13 @@ impl Upstream {
 }
 
 /// Where service `name` is reached: its name (captured by the sidecar),
-/// or in explicit mode the sidecar's egress listener from its environment
-/// variables, with `Host: name:port` so the sidecar's routes (virtual
-/// hosts by service name, as in Istio) know which service is meant.
+/// or in explicit mode the service's address in this pod from the
+/// Kubernetes variables (its sidecar's egress listener for that service).
+/// The sidecar routes there whatever the Host header (a plain client
+/// works), but the demo still sends `Host: name:port`: the destination
+/// side's `destination_service` label comes from the Host header (Istio
+/// takes it from the inbound cluster's service metadata first, which
+/// Meshwork does not have yet), and the live summary groups by it.
 pub fn service_url(name: &str, port: u16) -> Upstream {
     let key = name.to_ascii_uppercase().replace('-', "_");
     if std::env::var("MESHWORK_EXPLICIT").is_ok_and(|v| v == "1")
