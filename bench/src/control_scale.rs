@@ -12,53 +12,17 @@
 //! and a change is measured by its VirtualHost update.
 
 mod scale_client;
+mod scale_config;
 mod scale_delta;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use meshwork_proxy::options::Identity;
 use scale_client::Sim;
+use scale_config::{ENDPOINTS, NAMESPACES, write_config, write_vs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const NAMESPACES: usize = 4;
-const ENDPOINTS: usize = 10;
 const DEBOUNCE: Duration = Duration::from_millis(100);
-
-fn write_config(dir: &std::path::Path, services: usize) {
-    let mut yaml = String::new();
-    for i in 0..services {
-        let ns = i % NAMESPACES;
-        let _ = write!(
-            yaml,
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: svc-{i}\n  namespace: ns-{ns}\nspec:\n  hosts: [svc-{i}.ns-{ns}.svc.cluster.local]\n  addresses: [240.{}.{}.1]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  endpoints:\n",
-            i / 256,
-            i % 256
-        );
-        for e in 0..ENDPOINTS {
-            let _ = writeln!(
-                yaml,
-                "  - {{address: 10.{}.{}.{}, labels: {{app: svc-{i}, version: v1}}}}",
-                100 + i / 256,
-                i % 256,
-                e + 1
-            );
-        }
-        yaml.push_str("---\n");
-    }
-    std::fs::write(dir.join("services.yaml"), yaml).unwrap();
-    write_vs(dir, 100);
-}
-
-fn write_vs(dir: &std::path::Path, weight0: u32) {
-    let vs = format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc-0\n  namespace: ns-0\nspec:\n  hosts: [svc-0.ns-0.svc.cluster.local]\n  http:\n  - route:\n    - destination: {{host: svc-0.ns-0.svc.cluster.local}}\n      weight: {weight0}\n    - destination: {{host: svc-4.ns-0.svc.cluster.local}}\n      weight: {}\n",
-        100 - weight0
-    );
-    let tmp = dir.join(".vs.tmp");
-    std::fs::write(&tmp, vs).unwrap();
-    std::fs::rename(tmp, dir.join("vs.yaml")).unwrap();
-}
 
 fn rss_mb(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -121,17 +85,12 @@ async fn main() -> anyhow::Result<()> {
     let cpu0 = cpu_ms(pid);
     let mut clients = Vec::with_capacity(proxies);
     for p in 0..proxies {
-        let workload = p / 10;
-        let ns = workload % NAMESPACES;
+        let (node_id, namespace, workload, app) = scale_config::proxy(p);
         let identity = Identity {
-            node_id: format!(
-                "sidecar~10.200.{}.{}~wl-{workload}-{p}.ns-{ns}~ns-{ns}.svc.cluster.local",
-                p / 256,
-                p % 256
-            ),
-            namespace: format!("ns-{ns}"),
-            workload: format!("wl-{workload}"),
-            labels: [("app".to_string(), format!("wl-{workload}"))].into(),
+            node_id,
+            namespace,
+            workload,
+            labels: [("app".to_string(), app)].into(),
             service_account: "default".into(),
             ..Default::default()
         };
