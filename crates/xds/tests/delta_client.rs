@@ -16,9 +16,12 @@ use meshwork_xds::{TypeUrl, pack};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Records every delta update as (type, added names, removed names).
+/// One delta update as the sink saw it: (type, added names, removed names).
+type Seen = (TypeUrl, Vec<String>, Vec<String>);
+
+/// Records every delta update.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(TypeUrl, Vec<String>, Vec<String>)>>);
+struct Recorder(Mutex<Vec<Seen>>);
 
 impl ResourceSink for Recorder {
     fn apply(&self, _: TypeUrl, _: &str, _: &[Any]) -> Vec<ResourceError> {
