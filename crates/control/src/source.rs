@@ -40,7 +40,10 @@ use crate::timing::PushTiming;
 pub struct TranslateSource {
     store: SnapshotStore,
     generation: watch::Sender<u64>,
-    cache: Mutex<HashMap<String, (u64, Arc<NodeResources>)>>,
+    /// By node id and a hash of what translation reads from the node (a
+    /// proxy that reconnects with other metadata, e.g. asking for VHDS, is
+    /// served anew).
+    cache: Mutex<HashMap<NodeKey, (u64, Arc<NodeResources>)>>,
     shared: Mutex<Option<Arc<Shared>>>,
     timing: PushTiming,
 }
@@ -270,11 +273,25 @@ impl TranslateSource {
     }
 }
 
+/// A node's id and [`metadata_hash`].
+type NodeKey = (String, u64);
+
+/// A hash of what translation reads from a node ([`ProxyMeta`]: labels,
+/// locality, VHDS…), so that a proxy reconnecting under the same id with
+/// other metadata is not served what was generated for the old one.
+fn metadata_hash(node: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", ProxyMeta::from_node(node)).hash(&mut h);
+    h.finish()
+}
+
 impl ResourceSource for TranslateSource {
     fn resources(&self, node: &Node) -> Arc<NodeResources> {
         let snapshot = self.store.current();
         let version = snapshot.version();
-        if let Some((v, r)) = lock(&self.cache).get(&node.id)
+        let key = (node.id.clone(), metadata_hash(node));
+        if let Some((v, r)) = lock(&self.cache).get(&key)
             && *v == version
         {
             return r.clone();
@@ -282,7 +299,7 @@ impl ResourceSource for TranslateSource {
         let start = std::time::Instant::now();
         let resources = self.shared_for(version).resources(&snapshot, node);
         self.timing.served(version, start.elapsed());
-        lock(&self.cache).insert(node.id.clone(), (version, resources.clone()));
+        lock(&self.cache).insert(key, (version, resources.clone()));
         resources
     }
 
