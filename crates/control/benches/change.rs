@@ -7,7 +7,9 @@
 //! asks the source for after a change). The xDS server's diff and encoding
 //! are not included (`bench/run-scale` measures the whole process).
 //!
-//! `cargo bench -p meshwork-control --bench change [-- ROUNDS] [--full]`;
+//! `cargo bench -p meshwork-control --bench change [-- ROUNDS] [--full]
+//! [--vhds]`; `--vhds`: the proxies ask for VHDS (`MESHWORK_VHDS`), as
+//! Meshwork's sidecar does over delta xDS;
 //! `--full` measures the way before incremental translation: snapshots
 //! from `SnapshotBuilder::build` (not derived from the current one, so
 //! translate starts over) plus one registry build per change (`build`
@@ -43,7 +45,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The node a proxy of the fleet sends (as `meshwork proxy` builds it).
-fn node(p: usize) -> Node {
+fn node(p: usize, vhds: bool) -> Node {
     let (id, namespace, workload, app) = scale_config::proxy(p);
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.to_string())),
@@ -51,6 +53,7 @@ fn node(p: usize) -> Node {
     let labels = Struct {
         fields: [("app".to_string(), s(&app))].into_iter().collect(),
     };
+    let vhds = vhds.then(|| ("MESHWORK_VHDS".to_string(), s("true")));
     let fields = [
         ("NAMESPACE".to_string(), s(&namespace)),
         ("WORKLOAD_NAME".to_string(), s(&workload)),
@@ -65,7 +68,7 @@ fn node(p: usize) -> Node {
     Node {
         id,
         metadata: Some(Struct {
-            fields: fields.into_iter().collect(),
+            fields: fields.into_iter().chain(vhds).collect(),
         }),
         user_agent_name: "meshwork".into(),
         ..Default::default()
@@ -83,6 +86,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
     let full = std::env::args().any(|a| a == "--full");
+    let vhds = std::env::args().any(|a| a == "--vhds");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,7 +103,7 @@ fn main() {
     println!("first build: {:.1} ms", ms(cpu() - t));
     let store = SnapshotStore::new(first, report.diagnostics);
     let source = TranslateSource::new(store.clone());
-    let nodes: Vec<Node> = (0..PROXIES).map(node).collect();
+    let nodes: Vec<Node> = (0..PROXIES).map(|p| node(p, vhds)).collect();
     let t = cpu();
     for n in &nodes {
         source.resources(n);
