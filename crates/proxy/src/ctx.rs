@@ -37,6 +37,8 @@ pub struct ProxyCtx {
     /// The workload certificate and bundle (SDS `default` / `ROOTCA`) for
     /// TLS filter chains; unset when the proxy runs without a CA.
     pub mesh_tls: std::sync::OnceLock<Arc<meshwork_identity::tls::MeshTls>>,
+    /// Whether the timer floor task runs (see `http::keep_timer_floor`).
+    pub(crate) timer_floor: std::sync::atomic::AtomicBool,
 }
 
 impl ProxyCtx {
@@ -100,6 +102,7 @@ impl ProxyCtx {
             peer_id_header,
             drain,
             mesh_tls: std::sync::OnceLock::new(),
+            timer_floor: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }

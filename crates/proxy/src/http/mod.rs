@@ -38,6 +38,7 @@ pub async fn serve(
     hcm: Arc<HttpManager>,
     info: ConnInfo,
 ) {
+    keep_timer_floor(&ctx);
     let stats = ConnStats::new();
     let last_words = LastWords::default();
     let io = TokioIo::new(CountingIo::new(stream, stats.clone(), last_words.clone()));
@@ -83,6 +84,35 @@ pub async fn serve(
         let c = b.serve_connection(io, service).with_upgrades();
         let _ = drive(c, &ctx, &stats, idle, &last_words).await;
     }
+}
+
+/// How far ahead the timer floor keeps a timer due.
+const TIMER_FLOOR: Duration = Duration::from_secs(5);
+
+/// Keeps a timer due within [`TIMER_FLOOR`] on the runtime while the proxy
+/// lives. Tokio's time driver interrupts its own park (an eventfd write,
+/// and one more epoll wakeup) whenever a new timer is due before the
+/// earliest one it knew when it parked; every forwarded request arms one
+/// (the route timeout, 15 s by default) while the idle connections' timers
+/// are further out, so that cost was paid per request. With a timer always
+/// due within 5 s, a route timeout longer than that never interrupts; the
+/// price is one wakeup per 5 s.
+fn keep_timer_floor(ctx: &Arc<ProxyCtx>) {
+    use std::sync::atomic::Ordering;
+    if ctx.timer_floor.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let ctx = Arc::downgrade(ctx);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(TIMER_FLOOR).await;
+            let Some(ctx) = ctx.upgrade() else { return };
+            if ctx.drain.is_draining() {
+                ctx.timer_floor.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
+    });
 }
 
 /// A server connection that can be asked to finish gracefully (HTTP/2
