@@ -189,10 +189,10 @@ pub(super) async fn run(
                 }
                 let added = sub.subscribe(&req);
                 if first || added || !req.resource_names_unsubscribe.is_empty() {
-                    // A first request (unless the client says what it has)
-                    // and new names are owed a response, even an empty one.
-                    let owed = if first { req.initial_resource_versions.is_empty() } else { added };
-                    to_send.push((t, owed));
+                    // A first request and new names are owed a response, even
+                    // an empty one: a reconnecting client that has everything
+                    // gets an empty one, and its ACK shows it in sync.
+                    to_send.push((t, first || added));
                 }
             }
             changed = changes.changed() => {
