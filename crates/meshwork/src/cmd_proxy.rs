@@ -20,7 +20,7 @@ pub struct ProxyArgs {
     xds_address: String,
     /// ADS form: `sotw` (state of the world) or `delta` (incremental; route
     /// tables may then come as VHDS virtual hosts).
-    #[arg(long, env = "MESHWORK_XDS_PROTOCOL", default_value = "sotw")]
+    #[arg(long, env = "MESHWORK_XDS_PROTOCOL", default_value = "delta")]
     xds_protocol: meshwork_proxy::options::XdsProtocol,
     /// xDS node id; defaults to Istio's form `sidecar~IP~WORKLOAD.NS~NS.svc.cluster.local`.
     #[arg(long, env = "MESHWORK_NODE_ID")]

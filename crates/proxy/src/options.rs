@@ -90,8 +90,8 @@ pub struct ProxyOptions {
     /// and `ROOTCA`), kept current by the identity client; `None` when the
     /// proxy runs without a CA (plaintext only).
     pub workload_certs: Option<meshwork_identity::IdentityWatch>,
-    /// ADS form: state of the world, or delta (with VHDS, announced to the
-    /// control plane as node metadata `MESHWORK_VHDS: "true"`).
+    /// ADS form: delta (the default; with VHDS, announced to the control
+    /// plane as node metadata `MESHWORK_VHDS: "true"`) or state of the world.
     pub xds_protocol: XdsProtocol,
 }
 
@@ -107,7 +107,7 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             access_log: true,
             workload_certs: None,
-            xds_protocol: XdsProtocol::default(),
+            xds_protocol: XdsProtocol::Delta,
         }
     }
 }
