@@ -18,13 +18,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status;
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 use super::{
     ClientStatus, DeltaResource, DeltaUpdate, ResourceError, ResourceSink, StreamEnd, nack_message,
-    opened, record, send,
+    next_typed, opened, record, send,
 };
 use crate::TypeUrl;
 
@@ -107,18 +106,15 @@ pub(super) async fn stream_once<S: ResourceSink>(
     opened(status, address);
     let mut received = false;
     loop {
-        let response: DeltaDiscoveryResponse = match inbound.next().await {
-            None => return Ok(received),
-            Some(Err(e)) => return Err((received, format!("delta ADS stream: {e}"))),
-            Some(Ok(r)) => r,
-        };
-        received = true;
-        let Some(t) = TypeUrl::parse(&response.type_url) else {
-            tracing::warn!(
-                type_url = response.type_url,
-                "ignoring unsupported xDS type"
-            );
-            continue;
+        let Some((t, response)) = next_typed(
+            &mut inbound,
+            &mut received,
+            "delta ADS stream",
+            |r: &DeltaDiscoveryResponse| r.type_url.as_str(),
+        )
+        .await?
+        else {
+            return Ok(received);
         };
         let subscribed: Vec<String> = requests
             .named

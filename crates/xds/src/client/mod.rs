@@ -351,6 +351,34 @@ fn opened(status: &watch::Sender<ClientStatus>, address: &str) {
     tracing::info!(address, "xDS stream open");
 }
 
+/// The next response of an ADS stream (either protocol) with its type;
+/// `None` when the server ended the stream. Responses of types this client
+/// does not know are logged and skipped. `received` turns true at the first
+/// response, which resets the reconnect backoff.
+async fn next_typed<R>(
+    inbound: &mut tonic::Streaming<R>,
+    received: &mut bool,
+    stream: &str,
+    type_url: impl Fn(&R) -> &str,
+) -> Result<Option<(TypeUrl, R)>, (bool, String)> {
+    use futures::StreamExt;
+    loop {
+        let response = match inbound.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err((*received, format!("{stream}: {e}"))),
+            Some(Ok(r)) => r,
+        };
+        *received = true;
+        match TypeUrl::parse(type_url(&response)) {
+            Some(t) => return Ok(Some((t, response))),
+            None => tracing::warn!(
+                type_url = type_url(&response),
+                "ignoring unsupported xDS type"
+            ),
+        }
+    }
+}
+
 async fn send<T>(tx: &mpsc::Sender<T>, req: T) -> Result<(), (bool, String)> {
     tx.send(req)
         .await

@@ -7,11 +7,12 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status;
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
-use super::{ClientStatus, ResourceSink, StreamEnd, nack_message, opened, record, send};
+use super::{
+    ClientStatus, ResourceSink, StreamEnd, nack_message, next_typed, opened, record, send,
+};
 use crate::TypeUrl;
 
 /// Subscription state of one type on the current stream.
@@ -49,18 +50,15 @@ pub(super) async fn stream_once<S: ResourceSink>(
     opened(status, address);
     let mut received = false;
     loop {
-        let response: DiscoveryResponse = match inbound.next().await {
-            None => return Ok(received),
-            Some(Err(e)) => return Err((received, format!("ADS stream: {e}"))),
-            Some(Ok(r)) => r,
-        };
-        received = true;
-        let Some(t) = TypeUrl::parse(&response.type_url) else {
-            tracing::warn!(
-                type_url = response.type_url,
-                "ignoring unsupported xDS type"
-            );
-            continue;
+        let Some((t, response)) = next_typed(
+            &mut inbound,
+            &mut received,
+            "ADS stream",
+            |r: &DiscoveryResponse| r.type_url.as_str(),
+        )
+        .await?
+        else {
+            return Ok(received);
         };
         let errors = sink.apply(t, &response.version_info, &response.resources);
         let sub = subs.entry(t).or_default();
