@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use load::Outcome;
-use report::Sample;
+use report::{Cpu, Sample};
 use setup::Setup;
 
 const USAGE: &str = "usage: suite [--quick] [--rounds N] [--secs S] [--rate R] \
@@ -178,22 +178,32 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 procstat::reset_peak(&s.pids);
-                let cpu0 = procstat::cpu_seconds(&s.pids);
+                let (user0, sys0) = procstat::cpu_split(&s.pids);
+                let switches0 = procstat::context_switches(&s.pids);
                 let out = run(l, s, &o, o.secs).await;
-                let cpu = procstat::cpu_seconds(&s.pids) - cpu0;
+                let (user1, sys1) = procstat::cpu_split(&s.pids);
+                let cpu = Cpu {
+                    user_s: user1 - user0,
+                    sys_s: sys1 - sys0,
+                    switches: procstat::context_switches(&s.pids) - switches0,
+                };
                 let sample = Sample::of(
                     &out,
                     cpu,
                     procstat::peak_rss_mb(&s.pids),
                     procstat::anon_rss_mb(&s.pids),
                 );
+                let requests = out.latencies.len().max(1) as f64;
                 eprintln!(
-                    "round {round} {l:<9} {:<24} p50 {:>6} µs  p99 {:>7} µs  {:>7.0} req/s  cpu {:.2} s  rss {:.1} MB  errors {}",
+                    "round {round} {l:<9} {:<24} p50 {:>6} µs  p99 {:>7} µs  {:>7.0} req/s  cpu {:.2} s (usr {:.2} sys {:.2}, {:.1} switches/req)  rss {:.1} MB  errors {}",
                     s.name,
                     sample.p50,
                     sample.p99,
                     sample.rps,
                     sample.cpu_s,
+                    cpu.user_s,
+                    cpu.sys_s,
+                    cpu.switches as f64 / requests,
                     sample.rss_mb,
                     sample.errors
                 );

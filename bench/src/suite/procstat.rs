@@ -25,8 +25,9 @@ pub fn with_children(pid: u32) -> Vec<u32> {
     pids
 }
 
-/// User + system CPU seconds of the processes (all their threads).
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
+/// User and system CPU seconds of the processes (all their threads), apart:
+/// the system share is what the kernel spends on the proxy's sockets.
+pub fn cpu_split(pids: &[u32]) -> (f64, f64) {
     pids.iter()
         .map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -40,9 +41,29 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
                     .and_then(|v| v.parse::<f64>().ok())
                     .unwrap_or(0.0)
             };
-            (field(11) + field(12)) / TICKS_PER_S
+            (field(11) / TICKS_PER_S, field(12) / TICKS_PER_S)
         })
-        .fold(0.0, |a, b| a + b)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Context switches (voluntary + involuntary) of every thread of the
+/// processes so far: each one is a sleep in epoll or a preemption.
+pub fn context_switches(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
 }
 
 /// Resets the peak resident set size (VmHWM) of the processes, so the next

@@ -35,11 +35,26 @@ pub struct Sample {
     pub requests: f64,
     /// Proxy anonymous resident memory at the end of the run, MB.
     pub anon_mb: f64,
+    /// Of `cpu_s`, the kernel's share (system time).
+    pub cpu_sys_s: f64,
+    /// Context switches of the proxy's threads during the run.
+    pub switches: u64,
+}
+
+/// What a proxy's processes spent during one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// User CPU seconds.
+    pub user_s: f64,
+    /// System CPU seconds.
+    pub sys_s: f64,
+    /// Context switches.
+    pub switches: u64,
 }
 
 impl Sample {
     /// Figures of an outcome plus the proxy's CPU and memory.
-    pub fn of(o: &Outcome, cpu_s: f64, rss_mb: f64, anon_mb: f64) -> Self {
+    pub fn of(o: &Outcome, cpu: Cpu, rss_mb: f64, anon_mb: f64) -> Self {
         Sample {
             p50: o.pct(0.5),
             p90: o.pct(0.9),
@@ -47,11 +62,13 @@ impl Sample {
             max: o.latencies.last().copied().unwrap_or(0),
             rps: o.rps(),
             errors: o.errors,
-            cpu_s,
+            cpu_s: cpu.user_s + cpu.sys_s,
             rss_mb,
             mb_per_s: o.bytes as f64 / 1e6 / o.elapsed.as_secs_f64().max(1e-9),
             requests: o.latencies.len() as f64,
             anon_mb,
+            cpu_sys_s: cpu.sys_s,
+            switches: cpu.switches,
         }
     }
 }
@@ -75,6 +92,11 @@ pub struct Record {
     pub rps: f64,
     /// Proxy CPU seconds per 1,000 requests (None for direct and TCP).
     pub cpu_s_per_1k_req: Option<f64>,
+    /// Of that, the kernel's share (system time: the sockets' work).
+    pub cpu_sys_s_per_1k_req: Option<f64>,
+    /// Context switches of the proxy's threads per request (sleeps in
+    /// epoll and preemptions).
+    pub switches_per_req: Option<f64>,
     /// Highest peak resident memory over the rounds, MB (sum of the
     /// setup's proxy processes; None for direct).
     pub rss_mb: Option<f64>,
@@ -132,6 +154,20 @@ pub fn records(samples: &BTreeMap<(usize, usize), (String, String, Vec<Sample>)>
             max_us: median_u(runs.iter().map(|s| s.max).collect()),
             rps: median_f(runs.iter().map(|s| s.rps).collect()),
             cpu_s_per_1k_req: (measured && !tcp).then_some(cpu_per_1k),
+            cpu_sys_s_per_1k_req: (measured && !tcp).then(|| {
+                median_f(
+                    runs.iter()
+                        .map(|s| s.cpu_sys_s / (s.requests / 1000.0).max(1e-9))
+                        .collect(),
+                )
+            }),
+            switches_per_req: (measured && !tcp).then(|| {
+                median_f(
+                    runs.iter()
+                        .map(|s| s.switches as f64 / s.requests.max(1.0))
+                        .collect(),
+                )
+            }),
             rss_mb: measured.then(|| runs.iter().map(|s| s.rss_mb).fold(0.0, f64::max)),
             anon_mb: measured.then(|| runs.iter().map(|s| s.anon_mb).fold(0.0, f64::max)),
             added_p50_us: None,
@@ -209,16 +245,16 @@ pub fn markdown(records: &[Record], header: &str) -> String {
     let _ = writeln!(s, "## Absolute figures (medians over rounds)\n");
     let _ = writeln!(
         s,
-        "| load | setup | p50 µs | p90 µs | p99 µs | max µs | added p50 µs | added p99 µs | req/s | MB/s | CPU s / 1k req | CPU s / GB | peak RSS MB | anon MB | errors |"
+        "| load | setup | p50 µs | p90 µs | p99 µs | max µs | added p50 µs | added p99 µs | req/s | MB/s | CPU s / 1k req | of it sys | switches / req | CPU s / GB | peak RSS MB | anon MB | errors |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in records {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.load,
             r.setup,
             r.p50_us,
@@ -230,6 +266,8 @@ pub fn markdown(records: &[Record], header: &str) -> String {
             r.rps,
             f1(r.throughput_mb_s),
             f3(r.cpu_s_per_1k_req),
+            f3(r.cpu_sys_s_per_1k_req),
+            f1(r.switches_per_req),
             f3(r.cpu_s_per_gb),
             f1(r.rss_mb),
             f1(r.anon_mb),

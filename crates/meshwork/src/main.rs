@@ -95,11 +95,21 @@ fn main() -> anyhow::Result<()> {
             0
         }
         Command::Proxy(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .worker_threads(args.concurrency.max(1))
-                .thread_name("meshwork-proxy")
-                .build()?;
+            // One worker: tokio's current-thread scheduler, with no work
+            // stealing, no cross-thread wake-ups and no atomics on the
+            // task queues (like nginx's one worker). More: multi-thread.
+            let rt = if args.concurrency <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("meshwork-proxy")
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .worker_threads(args.concurrency)
+                    .thread_name("meshwork-proxy")
+                    .build()?
+            };
             rt.block_on(cmd_proxy::run(*args, log))?;
             0
         }
