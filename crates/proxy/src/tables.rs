@@ -1,7 +1,7 @@
 //! The immutable configuration snapshot the data path reads: listeners,
 //! route tables and cluster states, swapped atomically on every update.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -192,10 +192,10 @@ impl ClusterState {
 pub struct Tables {
     /// Listeners by name.
     pub listeners: BTreeMap<String, Arc<ListenerModel>>,
-    /// Route tables by name.
-    pub routes: HashMap<String, Arc<RouteTable>>,
-    /// Clusters by name.
-    pub clusters: HashMap<String, Arc<ClusterState>>,
+    /// Route tables by name (foldhash: looked up on every request).
+    pub routes: foldhash::HashMap<String, Arc<RouteTable>>,
+    /// Clusters by name (foldhash: looked up on every request).
+    pub clusters: foldhash::HashMap<String, Arc<ClusterState>>,
 }
 
 impl Tables {

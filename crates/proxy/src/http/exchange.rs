@@ -12,6 +12,7 @@ use meshwork_telemetry::{
     AccessLogEntry, PEER_METADATA_HEADER, PeerMetadata, RequestLabels, ResponseFlag, ResponseFlags,
 };
 
+use super::deferred::{Deferred, Finished};
 use crate::balance::Endpoint;
 use crate::ctx::{PeerLabels, ProxyCtx, fill_destination_from, fill_source_from};
 
@@ -45,6 +46,8 @@ pub struct Exchange {
     /// Why it failed, if it did.
     pub flags: ResponseFlags,
     done: bool,
+    /// Where the finished exchange is queued (`None`: recorded at once).
+    deferred: Option<Arc<Deferred>>,
 }
 
 impl Exchange {
@@ -130,6 +133,7 @@ impl Exchange {
             upstream_start: None,
             flags: ResponseFlags::new(),
             done: false,
+            deferred: None,
         }
     }
 
@@ -232,29 +236,28 @@ impl Exchange {
             return;
         }
         self.done = true;
-        let duration = self.start.elapsed();
-        let request_bytes = self.request_bytes.load(Ordering::Relaxed);
-        let mut labels = std::mem::take(&mut self.labels);
-        labels.response_code = status_label(status);
-        if !self.flags.is_empty() {
-            labels.response_flags = Label::intern(&self.flags.to_string());
+        let finished = Finished {
+            ctx: self.ctx.clone(),
+            labels: std::mem::take(&mut self.labels),
+            status,
+            flags: self.flags,
+            grpc_status: grpc_status.map(Label::intern),
+            duration: self.start.elapsed(),
+            request_bytes: self.request_bytes.load(Ordering::Relaxed),
+            response_bytes,
+            upstream_service_time: self.upstream_elapsed_ms(),
+            entry: self.entry.take(),
+        };
+        match &self.deferred {
+            Some(queue) => queue.push(finished),
+            None => finished.emit(),
         }
-        if let Some(g) = grpc_status {
-            labels.grpc_response_status = Label::intern(g);
-        }
-        self.ctx
-            .metrics
-            .record_request(&labels, duration, request_bytes, response_bytes);
-        if let Some(mut entry) = self.entry.take() {
-            entry.response_code = status;
-            entry.response_flags = self.flags;
-            entry.response_code_details = self.flags.reason().map(str::to_string);
-            entry.bytes_received = request_bytes;
-            entry.bytes_sent = response_bytes;
-            entry.duration = duration.as_millis() as u64;
-            entry.upstream_service_time = self.upstream_elapsed_ms();
-            self.ctx.access_log.log(*entry);
-        }
+    }
+
+    /// Hands the recording to the connection's queue, flushed once the
+    /// response is written (see [`Deferred`]).
+    pub fn defer_to(&mut self, queue: &Arc<Deferred>) {
+        self.deferred = Some(queue.clone());
     }
 }
 
@@ -308,12 +311,4 @@ fn peer_labels(v: &http::HeaderValue) -> Option<Arc<PeerLabels>> {
         c.push((v.clone(), labels.clone()));
     });
     Some(labels)
-}
-
-/// `response_code` for a status, without formatting per request.
-fn status_label(status: u16) -> Label {
-    match http::StatusCode::from_u16(status) {
-        Ok(s) => Label::intern(s.as_str()),
-        Err(_) => Label::intern(&status.to_string()),
-    }
 }

@@ -80,17 +80,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// buffer (no intermediate strings on the request path).
 pub fn request_id_value() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let v: u128 = rand::random();
-    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let mut out = [0u8; 36];
     let mut j = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             out[j] = b'-';
             j += 1;
         }
-        out[j] = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
-        j += 1;
+        out[j] = HEX[usize::from(byte >> 4)];
+        out[j + 1] = HEX[usize::from(byte & 0xf)];
+        j += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

@@ -2,6 +2,7 @@
 
 pub mod cors;
 pub mod deadline;
+mod deferred;
 mod exchange;
 pub mod fault;
 mod forward;
@@ -56,11 +57,13 @@ pub async fn serve(
         .max_request_headers_bytes
         .unwrap_or(limits.max_header_bytes);
     let max_headers = hcm.max_headers_count.unwrap_or(limits.max_headers);
+    let deferred = deferred::Deferred::new();
     let conn = Arc::new(HttpConn {
         ctx: ctx.clone(),
         hcm,
         info,
         stats: stats.clone(),
+        deferred: deferred.clone(),
     });
     let service = service_fn(move |req| request::handle(conn.clone(), req));
     if h2 {
@@ -73,7 +76,7 @@ pub async fn serve(
             .adaptive_window(true)
             .keep_alive_interval(Some(Duration::from_secs(60)));
         let c = b.serve_connection(io, service);
-        let _ = drive(c, &ctx, &stats, idle, &last_words).await;
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -82,7 +85,7 @@ pub async fn serve(
             .max_headers(max_headers)
             .keep_alive(true);
         let c = b.serve_connection(io, service).with_upgrades();
-        let _ = drive(c, &ctx, &stats, idle, &last_words).await;
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     }
 }
 
@@ -149,12 +152,15 @@ where
 }
 
 /// Runs a connection, shutting it down gracefully on drain or idleness.
+/// After each poll of the connection (its responses written), the
+/// exchanges that finished are recorded.
 async fn drive<C>(
     conn: C,
     ctx: &ProxyCtx,
     stats: &ConnStats,
     idle: Duration,
     last_words: &LastWords,
+    deferred: &deferred::Deferred,
 ) -> Result<(), hyper::Error>
 where
     C: Graceful,
@@ -165,8 +171,13 @@ where
     let drain = ctx.drain.clone();
     let mut drained = pin!(drain.started());
     loop {
+        let polled = std::future::poll_fn(|cx| {
+            let res = conn.as_mut().poll(cx);
+            deferred.flush();
+            res
+        });
         tokio::select! {
-            res = conn.as_mut() => {
+            res = polled => {
                 if let Err(e) = &res {
                     if e.is_timeout() && stats.has_partial_input() {
                         // The request head never completed: say so before closing.

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use meshwork_telemetry::ResponseFlag;
 
 use super::cors::CorsDecision;
+use super::deferred::Deferred;
 use super::exchange::{ConnInfo, Exchange};
 use super::forward::{Plan, forward};
 use super::headers::{authority, local_reply};
@@ -34,6 +35,8 @@ pub struct HttpConn {
     pub info: ConnInfo,
     /// Byte counters (for the slowloris mark).
     pub stats: Arc<ConnStats>,
+    /// Finished exchanges, recorded once their response is written.
+    pub deferred: Arc<Deferred>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -47,6 +50,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let host = authority(&parts).unwrap_or_default();
     let mut ex = Exchange::new(conn.ctx.clone(), &conn.info, &parts, &host);
+    ex.defer_to(&conn.deferred);
 
     // Request body: counted, limited, and its end marks the input complete.
     let limit = conn.ctx.limits.max_request_body_bytes;
