@@ -30,3 +30,4 @@ pub mod tls;
 pub mod upstream;
 pub mod upstream_conn;
 pub mod upstream_h1;
+pub mod upstream_h1_codec;
