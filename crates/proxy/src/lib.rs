@@ -5,7 +5,7 @@
 //! and 15006), detects their protocol, routes HTTP requests and TCP
 //! connections to clusters, balances over endpoints and reports Istio's
 //! standard metrics and one access-log line per request.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod balance;
@@ -15,6 +15,7 @@ pub mod ctx;
 pub mod detect;
 pub mod drain;
 pub mod hash;
+pub mod heap;
 pub mod http;
 pub mod io;
 pub mod listen;

@@ -130,6 +130,7 @@ pub async fn start(
     if let Some(m) = mesh_tls {
         let _ = ctx.mesh_tls.set(m);
     }
+    crate::heap::spawn_release(Arc::downgrade(&ctx));
     let mut node = node(&opts.identity);
     if opts.xds_protocol == Protocol::Delta {
         // Only a delta client can take route tables through VHDS.

@@ -227,7 +227,7 @@ impl H1Pool {
     }
 
     /// Puts a connection whose exchange ended back, if it may be reused.
-    fn checkin(self: &Arc<Self>, endpoint: SocketAddr, conn: H1Conn) {
+    fn checkin(self: &Arc<Self>, endpoint: SocketAddr, mut conn: H1Conn) {
         if self
             .settings
             .max_requests
@@ -235,6 +235,7 @@ impl H1Pool {
         {
             return;
         }
+        conn.release_buffer();
         let mut idle = self.lock();
         let stack = idle.by_endpoint.entry(endpoint).or_default();
         if stack.len() >= MAX_IDLE_PER_ENDPOINT {

@@ -42,8 +42,8 @@ const MAX_HEADERS: usize = 100;
 const WRITE_BATCH: usize = 64 * 1024;
 /// A chunk-size line (with extensions) longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of the socket per read (hyper's first read size too).
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Why an exchange on a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +203,13 @@ impl H1Conn {
                 )));
             }
         }
+    }
+
+    /// Lets go of the read buffer while the connection idles in the pool
+    /// (it is empty; the next exchange reserves a new one anyway, since the
+    /// last response's body may still share the old allocation).
+    pub fn release_buffer(&mut self) {
+        self.read_buf = BytesMut::new();
     }
 
     /// Whether no response byte has come on this exchange yet.
