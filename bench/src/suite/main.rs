@@ -235,7 +235,14 @@ CPU: {}; kernel {}. Loopback; load generator and backend share the machine with 
     let md = report::markdown(&records, &header);
     println!("{md}");
     std::fs::create_dir_all(&o.out)?;
-    let md_path = o.out.join(format!("{date}-{host}.md"));
+    // A second run on the same day and machine gets its own file.
+    let md_path = (1..)
+        .map(|n| match n {
+            1 => o.out.join(format!("{date}-{host}.md")),
+            n => o.out.join(format!("{date}-{host}-{n}.md")),
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| o.out.join(format!("{date}-{host}.md")));
     std::fs::write(&md_path, &md)?;
     let json_path = o.out.join("latest.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&records)? + "\n")?;
