@@ -13,6 +13,11 @@ use crate::io::{ConnStats, CountingIo, LastWords};
 use crate::model::listener::TcpProxyModel;
 use crate::tls::stream::Downstream;
 
+/// Bytes each direction of an opaque connection moves per read and write:
+/// four times tokio's default, so bulk transfers make a quarter of the
+/// syscalls (nginx's stream proxy uses 16 KB); 64 KB per connection.
+const COPY_BUFFER: usize = 32 * 1024;
+
 /// Proxies one TCP connection to the chain's cluster.
 pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel>, info: ConnInfo) {
     let start = Instant::now();
@@ -97,7 +102,12 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel
                 .idle_timeout
                 .unwrap_or(ctx.limits.idle_timeout)
                 .min(ctx.limits.idle_timeout);
-            let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+            let copy = tokio::io::copy_bidirectional_with_sizes(
+                &mut down,
+                &mut up,
+                COPY_BUFFER,
+                COPY_BUFFER,
+            );
             let mut copy = std::pin::pin!(copy);
             let drain = ctx.drain.clone();
             let mut drained = std::pin::pin!(drain.started());
