@@ -341,6 +341,11 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, C
         facts.learn(&name, f.value)?;
         headers.append(name, value);
     }
+    if facts.chunked.is_some() {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 6.3): a
+        // length next to it is dropped, never passed on with another body.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let framing = if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -581,7 +586,9 @@ fn chunk_step(conn: &mut H1Conn, state: ChunkState) -> Result<Step, CodecError> 
                 .trim_ascii();
             let size = std::str::from_utf8(digits)
                 .ok()
-                .filter(|d| !d.is_empty() && d.len() <= 16)
+                .filter(|d| {
+                    !d.is_empty() && d.len() <= 16 && d.bytes().all(|b| b.is_ascii_hexdigit())
+                })
                 .and_then(|d| u64::from_str_radix(d, 16).ok())
                 .ok_or_else(|| CodecError::Invalid("bad chunk size".into()))?;
             buf.advance(end + 2);
@@ -683,6 +690,16 @@ mod tests {
             false,
         );
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_content_length() {
+        let (h, _) = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Chunked(ChunkState::Size));
+        assert!(!h.response.headers().contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
