@@ -32,3 +32,4 @@ pub mod upstream;
 pub mod upstream_conn;
 pub mod upstream_h1;
 pub mod upstream_h1_codec;
+pub mod upstream_h1_parse;
