@@ -122,7 +122,10 @@ impl H1Pool {
             return self.send_hyper(endpoint, req).await;
         }
         let (parts, body) = req.into_parts();
-        let body = match gather(body).map_err(|e| UpstreamError::Request(e.to_string()))? {
+        let body = match gather(body)
+            .await
+            .map_err(|e| UpstreamError::Request(e.to_string()))?
+        {
             Gather::Complete(b) => b,
             Gather::Partial(read, rest) => {
                 let body = crate::body::boxed(Prefixed {

@@ -212,18 +212,35 @@ pub enum Gather {
     Partial(Bytes, ProxyBody),
 }
 
-/// Takes the frames of `body` that are ready now, up to [`WRITE_BATCH`]
-/// bytes: small request bodies arrive with their head, so most requests
-/// are whole here and go out in one write on a pooled connection.
-pub fn gather(mut body: ProxyBody) -> Result<Gather, crate::body::BoxError> {
+/// Yields in a row, each bringing no new frame, before a body counts as
+/// still streaming.
+const IDLE_YIELDS: u32 = 2;
+
+/// Takes the frames of `body` that are here, up to [`WRITE_BATCH`] bytes:
+/// small request bodies arrive with their head, so most requests are
+/// whole here and go out in one write on a pooled connection. A chunked
+/// body comes out of hyper one chunk per poll of its connection, so when
+/// no frame is ready the task yields (the connection decodes what it has
+/// already read) and only gives up after [`IDLE_YIELDS`] yields in a row
+/// brought nothing; it never waits for the network.
+pub async fn gather(mut body: ProxyBody) -> Result<Gather, crate::body::BoxError> {
     let mut data = BytesMut::new();
     let mut first: Option<Bytes> = None;
+    let mut idle = 0;
     loop {
         if http_body::Body::is_end_stream(&body) {
             break;
         }
         let next = match body.frame().now_or_never() {
-            Some(next) => next,
+            Some(next) => {
+                idle = 0;
+                next
+            }
+            None if idle < IDLE_YIELDS => {
+                idle += 1;
+                tokio::task::yield_now().await;
+                continue;
+            }
             None => return Ok(Gather::Partial(take(first, data), body)),
         };
         let frame = match next {
