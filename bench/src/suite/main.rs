@@ -193,7 +193,6 @@ async fn main() -> anyhow::Result<()> {
                     procstat::peak_rss_mb(&s.pids),
                     procstat::anon_rss_mb(&s.pids),
                 );
-                let requests = out.latencies.len().max(1) as f64;
                 eprintln!(
                     "round {round} {l:<9} {:<24} p50 {:>6} µs  p99 {:>7} µs  {:>7.0} req/s  cpu {:.2} s (usr {:.2} sys {:.2}, {:.1} switches/req)  rss {:.1} MB  errors {}",
                     s.name,
@@ -203,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
                     sample.cpu_s,
                     cpu.user_s,
                     cpu.sys_s,
-                    cpu.switches as f64 / requests,
+                    cpu.switches as f64 / sample.requests.max(1.0),
                     sample.rss_mb,
                     sample.errors
                 );

@@ -413,11 +413,19 @@ impl UpstreamBody {
             pool,
             endpoint,
         } = &mut self.kind
-            && body.is_done()
-            && let BodyEnd::Reusable(c) = body.take_end()
         {
-            pool.checkin(*endpoint, c);
+            give_back_if_done(body, pool, *endpoint);
         }
+    }
+}
+
+/// Once `body` is complete, its connection goes back to `pool` (if it may
+/// be reused).
+fn give_back_if_done(body: &mut H1Body, pool: &Arc<H1Pool>, endpoint: SocketAddr) {
+    if body.is_done()
+        && let BodyEnd::Reusable(c) = body.take_end()
+    {
+        pool.checkin(endpoint, c);
     }
 }
 
@@ -438,13 +446,9 @@ impl Body for UpstreamBody {
             } => {
                 let polled = body.poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if body.is_done() => {
-                        if let BodyEnd::Reusable(c) = body.take_end() {
-                            pool.checkin(*endpoint, c);
-                        }
-                    }
                     Poll::Ready(Some(Err(_))) => drop(body.take_end()),
-                    _ => {}
+                    Poll::Ready(_) => give_back_if_done(body, pool, *endpoint),
+                    Poll::Pending => {}
                 }
                 polled.map_err(Into::into)
             }

@@ -75,11 +75,9 @@ impl H1Conn {
             return false;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.read_buf.reserve(READ_CHUNK);
         // Pending: nothing came. Ready: closed, failed, or bytes nobody
         // asked for.
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.read_buf)
-            .is_pending()
+        self.poll_read_more(&mut cx).is_pending()
     }
 
     /// Writes a request whose body is all here (origin-form target, Host
@@ -176,11 +174,7 @@ impl H1Conn {
     }
 
     async fn read_more(&mut self) -> io::Result<usize> {
-        self.read_buf.reserve(READ_CHUNK);
-        std::future::poll_fn(|cx| {
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
