@@ -80,6 +80,8 @@ pub struct CountingIo {
     inner: Downstream,
     stats: Arc<ConnStats>,
     last_words: LastWords,
+    /// Bytes read (and counted) already, served again before the socket's.
+    unread: bytes::Bytes,
 }
 
 impl CountingIo {
@@ -89,7 +91,14 @@ impl CountingIo {
             inner: inner.into(),
             stats,
             last_words,
+            unread: bytes::Bytes::new(),
         }
+    }
+
+    /// Puts bytes read earlier back in front of the stream (a connection
+    /// handed from one HTTP/1 server to another mid-way).
+    pub fn unread(&mut self, bytes: bytes::Bytes) {
+        self.unread = bytes;
     }
 }
 
@@ -107,6 +116,12 @@ impl AsyncRead for CountingIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            let part = self.unread.split_to(n);
+            buf.put_slice(&part);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;

@@ -6,6 +6,8 @@ mod deferred;
 mod exchange;
 pub mod fault;
 mod forward;
+mod h1_head;
+mod h1_server;
 pub mod headers;
 pub mod mirror;
 pub mod replay;
@@ -42,7 +44,7 @@ pub async fn serve(
     keep_timer_floor(&ctx);
     let stats = ConnStats::new();
     let last_words = LastWords::default();
-    let io = TokioIo::new(CountingIo::new(stream, stats.clone(), last_words.clone()));
+    let io = CountingIo::new(stream, stats.clone(), last_words.clone());
     let limits = ctx.limits.clone();
     let h2 = info.h2;
     let idle = hcm
@@ -65,8 +67,8 @@ pub async fn serve(
         stats: stats.clone(),
         deferred: deferred.clone(),
     });
-    let service = service_fn(move |req| request::handle(conn.clone(), req));
     if h2 {
+        let service = service_fn(move |req| request::handle(conn.clone(), req));
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -75,16 +77,33 @@ pub async fn serve(
             .max_local_error_reset_streams(Some(1024))
             .adaptive_window(true)
             .keep_alive_interval(Some(Duration::from_secs(60)));
-        let c = b.serve_connection(io, service);
+        let c = b.serve_connection(TokioIo::new(io), service);
         let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     } else {
+        let fast = h1_server::FastLimits {
+            head: h1_head::HeadLimits {
+                max_header_bytes,
+                max_headers,
+            },
+            idle,
+        };
+        let io = match h1_server::serve(conn.clone(), io, fast).await {
+            h1_server::Served::Closed => return,
+            h1_server::Served::HandOff(mut io, unread) => {
+                io.unread(unread);
+                io
+            }
+        };
+        let service = service_fn(move |req| request::handle(conn.clone(), req));
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_buf_size(max_header_bytes.max(8192))
             .max_headers(max_headers)
             .keep_alive(true);
-        let c = b.serve_connection(io, service).with_upgrades();
+        let c = b
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
         let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use meshwork_telemetry::ResponseFlag;
 
 use super::cors::CorsDecision;
@@ -39,15 +38,20 @@ pub struct HttpConn {
     pub deferred: Arc<Deferred>,
 }
 
-/// Serves one request. Never fails: every error becomes a response.
-pub async fn handle(
+/// Serves one request (from hyper, or whole from the HTTP/1.1 fast path).
+/// Never fails: every error becomes a response.
+pub async fn handle<B>(
     conn: Arc<HttpConn>,
-    mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    mut req: Request<B>,
+) -> Result<Response<ProxyBody>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
     conn.stats.mark_read();
     let wants_upgrade = !conn.info.h2 && req.headers().contains_key(header::UPGRADE);
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let host = authority(&parts).unwrap_or_default();
     let mut ex = Exchange::new(conn.ctx.clone(), &conn.info, &parts, &host);
     ex.defer_to(&conn.deferred);
@@ -61,15 +65,27 @@ pub async fn handle(
     }
     let counter = ex.request_bytes.clone();
     let stats = conn.stats.clone();
-    let body = Observed::new(
+    let body = body::boxed(Observed::new(
         body,
         limit,
         Box::new(move |n, _end, _| {
             counter.store(n, std::sync::atomic::Ordering::Relaxed);
             stats.mark_read();
         }),
-    );
+    ));
+    Ok(route(conn, ex, parts, body, host, downstream_upgrade).await)
+}
 
+/// The request path after the body is wrapped: the same code for every
+/// body type.
+async fn route(
+    conn: Arc<HttpConn>,
+    mut ex: Exchange,
+    mut parts: http::request::Parts,
+    body: ProxyBody,
+    host: String,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
     let tables = conn.ctx.tables.load_full();
     let table = match &conn.hcm.routes {
         RouteSource::Rds(name) => tables.routes.get(name).cloned(),
@@ -86,16 +102,13 @@ pub async fn handle(
         .and_then(|vh| vh.find_route(&parts).map(|r| (vh, r.clone())))
     else {
         ex.flag(ResponseFlag::NoRouteFound);
-        return Ok(reply(
-            ex,
-            local_reply(404, Some(ResponseFlag::NoRouteFound), ""),
-        ));
+        return reply(ex, local_reply(404, Some(ResponseFlag::NoRouteFound), ""));
     };
     ex.set_route(&route.name);
     let mut extra_response = None;
     if let Some(cors) = &route.cors {
         match cors.decide(&parts) {
-            CorsDecision::Reply(resp) => return Ok(reply(ex, resp)),
+            CorsDecision::Reply(resp) => return reply(ex, resp),
             CorsDecision::Decorate(h) => extra_response = Some(h),
             CorsDecision::None => {}
         }
@@ -107,7 +120,7 @@ pub async fn handle(
         }
         if let Some(resp) = fault.roll_abort() {
             ex.flag(ResponseFlag::FaultInjected);
-            return Ok(reply(ex, resp));
+            return reply(ex, resp);
         }
     }
     let decorate = |h: &mut http::HeaderMap| {
@@ -123,22 +136,22 @@ pub async fn handle(
             *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             apply_response_headers(vh, &route, resp.headers_mut());
             decorate(resp.headers_mut());
-            Ok(reply(ex, resp))
+            reply(ex, resp)
         }
         RouteAction::Redirect(r) => {
             let mut resp = redirect(r, &parts, &host, &route);
             apply_response_headers(vh, &route, resp.headers_mut());
             decorate(resp.headers_mut());
-            Ok(reply(ex, resp))
+            reply(ex, resp)
         }
         RouteAction::Forward(f) => {
             let cluster_name = f.clusters.pick(rand::random::<f64>());
             let Some(cluster) = tables.clusters.get(cluster_name).cloned() else {
                 ex.flag(ResponseFlag::NoClusterFound);
-                return Ok(reply(
+                return reply(
                     ex,
                     local_reply(503, Some(ResponseFlag::NoClusterFound), cluster_name),
-                ));
+                );
             };
             drop(tables);
             rewrite_request(&mut parts, f, &route, &host);
@@ -147,7 +160,7 @@ pub async fn handle(
             }
             route.headers.apply_request(&mut parts.headers);
             vh.headers.apply_request(&mut parts.headers);
-            let mut body = body::boxed(body);
+            let mut body = body;
             if !f.mirrors.is_empty() && downstream_upgrade.is_none() {
                 body = mirror::start(&conn.ctx, &f.mirrors, &parts, body, conn.info.h2, f.timeout);
             }
@@ -159,7 +172,7 @@ pub async fn handle(
                 cluster: cluster_name,
                 extra_response,
             };
-            Ok(forward(conn, ex, cluster, req, plan, downstream_upgrade).await)
+            forward(conn, ex, cluster, req, plan, downstream_upgrade).await
         }
     }
 }
