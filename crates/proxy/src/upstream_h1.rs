@@ -230,7 +230,7 @@ impl H1Pool {
     }
 
     /// Puts a connection whose exchange ended back, if it may be reused.
-    fn checkin(self: &Arc<Self>, endpoint: SocketAddr, mut conn: H1Conn) {
+    fn checkin(self: &Arc<Self>, endpoint: SocketAddr, conn: H1Conn) {
         if self
             .settings
             .max_requests
@@ -238,7 +238,6 @@ impl H1Pool {
         {
             return;
         }
-        conn.release_buffer();
         let mut idle = self.lock();
         let stack = idle.by_endpoint.entry(endpoint).or_default();
         if stack.len() >= MAX_IDLE_PER_ENDPOINT {
@@ -255,10 +254,14 @@ impl H1Pool {
     }
 }
 
+/// How long a pooled connection idles before its read buffer is freed.
+const KEEP_BUFFER: Duration = Duration::from_secs(1);
+
 /// Closes idle connections past the idle timeout (and those the server
-/// closed); ends when the pool has none left or is gone.
+/// closed) and frees the read buffers of those idle for [`KEEP_BUFFER`];
+/// ends when the pool has none left or is gone.
 fn sweep(pool: Weak<H1Pool>, idle_timeout: Duration) {
-    let every = (idle_timeout / 2).max(Duration::from_millis(50));
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(50), 2 * KEEP_BUFFER);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -267,7 +270,11 @@ fn sweep(pool: Weak<H1Pool>, idle_timeout: Duration) {
             let now = Instant::now();
             idle.by_endpoint.retain(|_, stack| {
                 stack.retain_mut(|c| {
-                    now.saturating_duration_since(c.since) < idle_timeout && c.conn.is_idle_ok()
+                    let idle_for = now.saturating_duration_since(c.since);
+                    if idle_for >= KEEP_BUFFER {
+                        c.conn.release_buffer();
+                    }
+                    idle_for < idle_timeout && c.conn.is_idle_ok()
                 });
                 !stack.is_empty()
             });

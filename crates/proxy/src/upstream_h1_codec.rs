@@ -76,8 +76,11 @@ impl H1Conn {
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // Pending: nothing came. Ready: closed, failed, or bytes nobody
-        // asked for.
-        self.poll_read_more(&mut cx).is_pending()
+        // asked for (the connection is dropped, so they are not kept). A
+        // stack buffer: the read buffer may have been released.
+        let mut probe = [0u8; 64];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        tokio::io::AsyncRead::poll_read(Pin::new(&mut self.io), &mut cx, &mut probe).is_pending()
     }
 
     /// Writes a request whose body is all here (origin-form target, Host
@@ -161,9 +164,9 @@ impl H1Conn {
         }
     }
 
-    /// Lets go of the read buffer while the connection idles in the pool
-    /// (it is empty; the next exchange reserves a new one anyway, since the
-    /// last response's body may still share the old allocation).
+    /// Lets go of the read buffer of a connection idle in the pool for a
+    /// while (it is empty). A busy connection keeps it: once the last
+    /// response's body is dropped, the next read reuses the allocation.
     pub fn release_buffer(&mut self) {
         self.read_buf = BytesMut::new();
     }

@@ -15,7 +15,7 @@ use http_body::SizeHint;
 use http_body_util::Full;
 
 /// Headers the fast path takes in one request; more go to hyper.
-const MAX_FAST_HEADERS: usize = 64;
+const MAX_FAST_HEADERS: usize = 32;
 
 /// Largest body the fast path takes whole with its head.
 pub const MAX_FAST_BODY: u64 = 64 * 1024;
@@ -52,14 +52,15 @@ pub enum Parsed {
 /// Where a header's name and value lie in the head.
 #[derive(Clone, Copy, Default)]
 struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
-/// Offsets of `part` inside `whole` (a sub-slice of it).
-fn span(whole: &[u8], part: &[u8]) -> (usize, usize) {
+/// Offsets of `part` inside `whole` (a sub-slice of it, shorter than the
+/// head limit, so the offsets fit).
+fn span(whole: &[u8], part: &[u8]) -> (u32, u32) {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
-    (start, start + part.len())
+    (start as u32, (start + part.len()) as u32)
 }
 
 /// Whether a comma-separated header value lists `token`.
@@ -73,9 +74,10 @@ fn lists(value: &[u8], token: &str) -> bool {
 /// it; leaves `buf` untouched otherwise.
 pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Parsed {
     let mut fields = [Field::default(); MAX_FAST_HEADERS];
-    let mut raw = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let head_len = match req.parse(buf) {
+    let mut raw =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FAST_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() <= limits.max_header_bytes => {
             return Parsed::Partial;
@@ -153,15 +155,16 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Parsed {
 fn build(
     head: &Bytes,
     method: Method,
-    path: (usize, usize),
+    path: (u32, u32),
     fields: &[Field],
     body: Bytes,
 ) -> Option<Request<Full<Bytes>>> {
-    let uri = Uri::from_maybe_shared(head.slice(path.0..path.1)).ok()?;
+    let slice = |(a, b): (u32, u32)| head.slice(a as usize..b as usize);
+    let uri = Uri::from_maybe_shared(slice(path)).ok()?;
     let mut headers = HeaderMap::with_capacity(fields.len() + 6);
     for f in fields {
-        let name = HeaderName::from_bytes(&head[f.name.0..f.name.1]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1)).ok()?;
+        let name = HeaderName::from_bytes(&head[f.name.0 as usize..f.name.1 as usize]).ok()?;
+        let value = HeaderValue::from_maybe_shared(slice(f.value)).ok()?;
         headers.append(name, value);
     }
     let mut req = Request::new(Full::new(body));
@@ -334,7 +337,7 @@ mod tests {
         }
         let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(9000));
         assert!(matches!(parse(big.as_bytes()).0, Parsed::HandOff));
-        let many: String = (0..70).map(|i| format!("h{i}: v\r\n")).collect();
+        let many: String = (0..40).map(|i| format!("h{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert!(matches!(parse(many.as_bytes()).0, Parsed::HandOff));
     }
