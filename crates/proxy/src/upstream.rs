@@ -153,7 +153,8 @@ impl ClusterPools {
         *req.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| UpstreamError::Request(format!("bad request target: {e}")))?;
         *req.version_mut() = http::Version::HTTP_2;
-        let resp = self.http2.send(endpoint.address(), req).await?;
+        // Boxed: this future would otherwise size every HTTP/1.1 request's.
+        let resp = Box::pin(self.http2.send(endpoint.address(), req)).await?;
         Ok(resp.map(UpstreamBody::new))
     }
 }

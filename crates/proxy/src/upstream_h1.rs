@@ -119,7 +119,9 @@ impl H1Pool {
         if req.headers().contains_key(http::header::UPGRADE)
             || req.method() == http::Method::CONNECT
         {
-            return self.send_hyper(endpoint, req).await;
+            // Rare paths are boxed: their futures would otherwise size (and
+            // be copied with) every request's future.
+            return Box::pin(self.send_hyper(endpoint, req)).await;
         }
         let (parts, body) = req.into_parts();
         let body = match gather(body)
@@ -132,14 +134,12 @@ impl H1Pool {
                     first: Some(read).filter(|b| !b.is_empty()),
                     rest,
                 });
-                return self
-                    .send_hyper(endpoint, Request::from_parts(parts, body))
-                    .await;
+                return Box::pin(self.send_hyper(endpoint, Request::from_parts(parts, body))).await;
             }
         };
         let (mut conn, reused) = match self.checkout(endpoint) {
             Some(c) => (c, true),
-            None => (self.connect(endpoint).await?, false),
+            None => (Box::pin(self.connect(endpoint)).await?, false),
         };
         let head = match exchange(&mut conn, &parts, &body).await {
             Ok(head) => head,
@@ -148,7 +148,7 @@ impl H1Pool {
             // again on a new connection (RFC 9110 9.2.2).
             Err(e) if reused && e.closed_early && idempotent(&parts.method) => {
                 drop(conn);
-                conn = self.connect(endpoint).await?;
+                conn = Box::pin(self.connect(endpoint)).await?;
                 exchange(&mut conn, &parts, &body)
                     .await
                     .map_err(|e| UpstreamError::Request(e.message))?
