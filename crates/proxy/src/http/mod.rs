@@ -6,7 +6,7 @@ mod deferred;
 mod exchange;
 pub mod fault;
 mod forward;
-mod h1_head;
+pub mod h1_head;
 mod h1_server;
 pub mod headers;
 pub mod mirror;
