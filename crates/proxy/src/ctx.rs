@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use meshwork_telemetry::metrics::Label;
+use meshwork_telemetry::prometheus_client::metrics::counter::Counter;
 use meshwork_telemetry::{AccessLogger, IstioMetrics, PeerMetadata, RequestLabels};
 use tokio::sync::Semaphore;
 
@@ -39,6 +40,35 @@ pub struct ProxyCtx {
     pub mesh_tls: std::sync::OnceLock<Arc<meshwork_identity::tls::MeshTls>>,
     /// Whether the timer floor task runs (see `http::keep_timer_floor`).
     pub(crate) timer_floor: std::sync::atomic::AtomicBool,
+    /// How the HTTP/1.1 fast path fares (`meshwork_http1_*` metrics).
+    pub http1: Http1Stats,
+}
+
+/// Counters of the HTTP/1.1 fast path, exported with the metrics: how
+/// many requests it served and how many connections it left to hyper (a
+/// high share points at clients sending what the fast path does not
+/// take: chunked or large uploads, `Expect`, heads split over writes).
+#[derive(Clone, Debug, Default)]
+pub struct Http1Stats {
+    /// Requests served by the fast path.
+    pub fast_requests: Counter,
+    /// Connections handed to hyper's server.
+    pub handoffs: Counter,
+}
+
+impl Http1Stats {
+    fn register(&self, metrics: &IstioMetrics) {
+        metrics.register(
+            "meshwork_http1_fast_path_requests",
+            "HTTP/1.1 requests served by the proxy's fast path",
+            self.fast_requests.clone(),
+        );
+        metrics.register(
+            "meshwork_http1_handoffs",
+            "HTTP/1.1 connections the fast path handed to hyper's server",
+            self.handoffs.clone(),
+        );
+    }
 }
 
 impl ProxyCtx {
@@ -89,6 +119,8 @@ impl ProxyCtx {
         let peer_id_header = http::HeaderValue::from_str(&identity.node_id)
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
         let labels = LabelTemplates::new(&peer);
+        let http1 = Http1Stats::default();
+        http1.register(&metrics);
         Arc::new(ProxyCtx {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             tables,
@@ -103,6 +135,7 @@ impl ProxyCtx {
             drain,
             mesh_tls: std::sync::OnceLock::new(),
             timer_floor: std::sync::atomic::AtomicBool::new(false),
+            http1,
         })
     }
 }

@@ -98,6 +98,7 @@ impl CountingIo {
     /// Puts bytes read earlier back in front of the stream (a connection
     /// handed from one HTTP/1 server to another mid-way).
     pub fn unread(&mut self, bytes: bytes::Bytes) {
+        debug_assert!(self.unread.is_empty(), "bytes put back twice");
         self.unread = bytes;
     }
 }

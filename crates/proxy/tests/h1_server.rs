@@ -2,7 +2,9 @@
 //! real proxy and a real backend: pipelined requests answered in order,
 //! a request the fast path leaves to hyper (chunked, a head split over two
 //! writes) in the middle of a connection, streamed response bodies framed
-//! chunked, and the client closing mid-request.
+//! chunked, `Connection: close`, a half-close after pipelined requests,
+//! and the client closing mid-request. The proxy's `meshwork_http1_*`
+//! counters show which server took each request.
 
 mod support;
 
@@ -19,6 +21,22 @@ async fn proxy() -> (Mesh, u16) {
     mesh.serve_http(port, &[b], false);
     mesh.wait_ready(port).await;
     (mesh, port)
+}
+
+/// The fast path's counters: (requests served, connections handed off).
+async fn fast_path_counts(mesh: &Mesh) -> (u64, u64) {
+    let (_, stats) = mesh.admin("/stats/prometheus").await;
+    let value = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{stats}"))
+    };
+    (
+        value("meshwork_http1_fast_path_requests_total "),
+        value("meshwork_http1_handoffs_total "),
+    )
 }
 
 /// One response read off `s`: (status, lowercased head, body), the body
@@ -82,7 +100,7 @@ async fn read_some(s: &mut TcpStream, pending: &mut Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_then_a_hand_off_on_one_connection() {
-    let (_mesh, port) = proxy().await;
+    let (mesh, port) = proxy().await;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // Two plain requests, a chunked one (hyper's from here on), one more.
     s.write_all(
@@ -111,6 +129,48 @@ async fn pipelined_requests_then_a_hand_off_on_one_connection() {
     assert!(
         rest.is_empty() && pending.is_empty(),
         "nothing after the last response"
+    );
+    let (fast, handoffs) = fast_path_counts(&mesh).await;
+    assert_eq!(handoffs, 1, "the chunked request went to hyper");
+    assert!(fast >= 2, "the first two took the fast path: {fast}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_and_half_close_on_the_fast_path() {
+    let (mesh, port) = proxy().await;
+    let (fast_before, _) = fast_path_counts(&mesh).await;
+    // `Connection: close`: answered with it, then the proxy closes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /bye HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (status, head, _) = response(&mut s, &mut pending).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty() && pending.is_empty());
+    // Two requests, then FIN: both are answered before the proxy closes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nhost: a\r\n\r\nGET /b HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut pending = Vec::new();
+    for path in ["/a", "/b"] {
+        let (status, _, body) = response(&mut s, &mut pending).await;
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains(path));
+    }
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty() && pending.is_empty());
+    let (fast, handoffs) = fast_path_counts(&mesh).await;
+    assert_eq!(
+        (fast - fast_before, handoffs),
+        (3, 0),
+        "all on the fast path"
     );
 }
 

@@ -55,17 +55,31 @@ pub(super) async fn serve(conn: Arc<HttpConn>, mut io: CountingIo, limits: FastL
     let mut ticker = pin!(tokio::time::sleep(tick));
     let drain = conn.ctx.drain.clone();
     let mut drained = pin!(drain.started());
+    // The client sent FIN after requests still in `buf`: answer them, then close.
+    let mut peer_done = false;
+    // Idle for a tick: the buffers were freed; read small until busy again.
+    let mut quiet = false;
+    let most = limits.head.max_header_bytes + h1_head::MAX_FAST_BODY as usize;
     loop {
         if buf.is_empty() {
+            if peer_done {
+                return close(io).await;
+            }
             // Between requests: wait for the next one, idleness or drain.
-            buf.reserve(READ_CHUNK);
+            buf.reserve(if quiet { QUIET_CHUNK } else { READ_CHUNK });
             let read = tokio::select! {
                 biased;
                 r = io.read_buf(&mut buf) => r,
                 _ = &mut drained => return close(io).await,
                 _ = &mut ticker => {
-                    if conn.stats.idle_for() >= limits.idle {
+                    let idle_for = conn.stats.idle_for();
+                    if idle_for >= limits.idle {
                         return close(io).await;
+                    }
+                    if idle_for >= tick {
+                        // Keep-alive connections may idle for an hour:
+                        // without their buffers.
+                        (buf, out, quiet) = (BytesMut::new(), Vec::new(), true);
                     }
                     ticker.as_mut().reset(tokio::time::Instant::now() + tick);
                     continue;
@@ -78,47 +92,99 @@ pub(super) async fn serve(conn: Arc<HttpConn>, mut io: CountingIo, limits: FastL
         }
         let (req, asked_close) = match h1_head::parse_request(&mut buf, limits.head) {
             Parsed::Ready { req, close } => (req, close),
-            Parsed::Partial | Parsed::HandOff => return Served::HandOff(io, buf.freeze()),
+            // The rest may already be in the socket (the request is larger
+            // than the read, or split over TLS records): take it without
+            // waiting, else hyper waits for it (with its header timeout).
+            Parsed::Partial if !peer_done && buf.len() < most && read_now(&mut io, &mut buf) => {
+                continue;
+            }
+            Parsed::Partial | Parsed::HandOff => {
+                conn.ctx.http1.handoffs.inc();
+                return Served::HandOff(io, buf.freeze());
+            }
         };
-        let Some(resp) = respond(&conn, &mut io, &mut buf, req).await else {
-            // The client went away first: the exchange records DC as it drops.
-            conn.deferred.flush();
-            return Served::Closed;
+        quiet = false;
+        conn.ctx.http1.fast_requests.inc();
+        let resp = match respond(&conn, &mut io, &mut buf, req, peer_done).await {
+            Watched::Answered(resp) => resp,
+            Watched::AnsweredAfterEof(resp) => {
+                peer_done = true;
+                resp
+            }
+            Watched::Left => {
+                // The client went away first: the exchange records DC as it drops.
+                conn.deferred.flush();
+                return Served::Closed;
+            }
         };
         let keep = !asked_close && !conn.ctx.drain.is_draining();
         let written = write_response(&mut io, &mut out, resp, !keep).await;
         // The response is out: record it off the critical path.
         conn.deferred.flush();
+        if out.capacity() > 2 * WRITE_BATCH {
+            out = Vec::new();
+        }
         if !written || !keep {
             return close(io).await;
         }
     }
 }
 
+/// Bytes asked of the socket by a connection that was idle.
+const QUIET_CHUNK: usize = 1024;
+
+/// Reads what the socket has right now, without waiting; whether anything
+/// came.
+fn read_now(io: &mut CountingIo, buf: &mut BytesMut) -> bool {
+    buf.reserve(READ_CHUNK);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let read = tokio_util::io::poll_read_buf(std::pin::Pin::new(io), &mut cx, buf);
+    matches!(read, Poll::Ready(Ok(n)) if n > 0)
+}
+
+/// How a request ended while the connection was watched.
+enum Watched {
+    /// Its response.
+    Answered(http::Response<ProxyBody>),
+    /// Its response; the client half-closed after sending more requests,
+    /// which are answered before the connection closes (as hyper does).
+    AnsweredAfterEof(http::Response<ProxyBody>),
+    /// The client closed with nothing more sent: the request is cancelled.
+    Left,
+}
+
 /// Runs the request path while watching the connection: bytes that arrive
 /// meanwhile (pipelined requests) are kept; the client closing cancels the
-/// request (`None`), as hyper does.
+/// request unless it had sent more requests first.
 async fn respond(
     conn: &Arc<HttpConn>,
     io: &mut CountingIo,
     buf: &mut BytesMut,
     req: http::Request<http_body_util::Full<Bytes>>,
-) -> Option<http::Response<ProxyBody>> {
+    peer_done: bool,
+) -> Watched {
     let mut handler = pin!(request::handle(conn.clone(), req));
-    let mut watching = true;
+    let mut watching = !peer_done;
+    let mut eof = peer_done;
     loop {
         if !watching {
-            return Some(unwrap_infallible(handler.await));
+            let resp = unwrap_infallible(handler.await);
+            return if eof {
+                Watched::AnsweredAfterEof(resp)
+            } else {
+                Watched::Answered(resp)
+            };
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
             biased;
-            resp = &mut handler => return Some(unwrap_infallible(resp)),
+            resp = &mut handler => return Watched::Answered(unwrap_infallible(resp)),
             r = io.read_buf(buf) => match r {
                 Ok(n) if n > 0 => watching = buf.len() < READ_CHUNK * 8,
-                _ => return None,
+                _ if buf.is_empty() => return Watched::Left,
+                _ => (watching, eof) = (false, true),
             },
         }
     }
