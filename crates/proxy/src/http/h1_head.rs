@@ -216,11 +216,13 @@ pub fn encode_head<B>(
             if status == StatusCode::NO_CONTENT || status.is_informational() {
                 continue;
             }
-            let n = value.to_str().ok().and_then(|v| v.trim().parse().ok());
-            match (n, framing) {
-                (Some(n), None) => framing = Some(Framing::Length(n)),
-                _ => continue,
+            let n: Option<u64> = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+            if let (Some(n), None) = (n, framing) {
+                framing = Some(Framing::Length(n));
+                // Written as the number it means (`+5` or ` 5` → `5`).
+                put_length(out, n);
             }
+            continue;
         }
         has_date |= name == header::DATE;
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -230,7 +232,7 @@ pub fn encode_head<B>(
     } else if let Some(f) = framing {
         f
     } else if let Some(n) = hint.exact() {
-        put_field(out, b"content-length", n.to_string().as_bytes());
+        put_length(out, n);
         Framing::Length(n)
     } else {
         put_field(out, b"transfer-encoding", b"chunked");
@@ -244,6 +246,21 @@ pub fn encode_head<B>(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// A `content-length` field, the number written without allocating.
+fn put_length(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put_field(out, b"content-length", &digits[at..]);
 }
 
 fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -392,12 +409,17 @@ mod tests {
         out.clear();
         let resp = Response::builder()
             .status(200)
-            .header("content-length", "7")
+            .header("content-length", "+7")
             .body(())
             .unwrap();
         assert_eq!(
             encode_head(&mut out, &resp, &SizeHint::new(), false, date),
             Framing::Length(7)
+        );
+        assert!(
+            String::from_utf8(out.clone())
+                .unwrap()
+                .contains("content-length: 7\r\n")
         );
         let mut chunk = Vec::new();
         put_chunk(&mut chunk, b"hello world, a bit longer");
