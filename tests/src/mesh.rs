@@ -94,8 +94,10 @@ pub fn assert_all_synced(root: &Path, pods: usize) -> String {
     table
 }
 
-/// The demo's totals once at least `orders` shipping requests were seen
-/// (from the pods' merged metrics at `targets`).
+/// The demo's totals once at least `orders` orders and as many shipping
+/// requests were seen (from the pods' merged metrics at `targets`). Both
+/// are waited for: an order is counted by its sidecar only after its
+/// response is written, after its shipping call was counted.
 pub fn demo_totals(
     targets: &[(String, std::net::SocketAddr)],
     orders: f64,
@@ -108,7 +110,11 @@ pub fn demo_totals(
     let enough = poll(Duration::from_secs(90), || {
         let t = rt.block_on(summary::scrape(targets));
         let n: f64 = t.versions("shipping").values().sum();
-        (n >= orders).then_some(t)
+        let placed = t
+            .by_key
+            .get(&("order".to_string(), "v1".to_string()))
+            .map_or(0.0, |o| o.requests);
+        (n >= orders && placed >= orders).then_some(t)
     });
     enough.unwrap_or_else(|| panic!("too few orders\n{}", context.transcript()))
 }
