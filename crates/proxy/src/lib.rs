@@ -14,6 +14,7 @@ pub mod circuit;
 pub mod ctx;
 pub mod detect;
 pub mod drain;
+pub mod h1_wire;
 pub mod hash;
 pub mod heap;
 pub mod http;

@@ -24,13 +24,14 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use http::Method;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::ProxyBody;
 use crate::circuit::ConnectionPermit;
+use crate::h1_wire::{put_chunk, put_field, put_length};
 use crate::tls::PeerPrincipal;
 use crate::tls::client::UpstreamIo;
 use crate::upstream_h1_parse::MAX_HEAD_BYTES;
@@ -101,20 +102,16 @@ impl H1Conn {
             |name: &HeaderName| name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH;
         for (name, value) in &parts.headers {
             if !framing_header(name) {
-                put_field(&mut out, name, value);
+                put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
         let chunked = body.trailers.is_some();
         if chunked {
             out.put_slice(b"transfer-encoding: chunked\r\n\r\n");
-            if !body.data.is_empty() {
-                out.put_slice(format!("{:x}\r\n", body.data.len()).as_bytes());
-                out.put_slice(&body.data);
-                out.put_slice(b"\r\n");
-            }
+            put_chunk(&mut out, &body.data);
             out.put_slice(b"0\r\n");
             for (name, value) in body.trailers.iter().flatten() {
-                put_field(&mut out, name, value);
+                put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
             }
             out.put_slice(b"\r\n");
         } else {
@@ -122,9 +119,7 @@ impl H1Conn {
                 || parts.headers.contains_key(header::CONTENT_LENGTH)
                 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
             if needs_length {
-                out.put_slice(b"content-length: ");
-                out.put_slice(body.data.len().to_string().as_bytes());
-                out.put_slice(b"\r\n");
+                put_length(&mut out, body.data.len() as u64);
             }
             out.put_slice(b"\r\n");
             out.put_slice(&body.data);
@@ -184,13 +179,6 @@ impl H1Conn {
         self.read_buf.reserve(READ_CHUNK);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
     }
-}
-
-fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value.as_bytes());
-    out.put_slice(b"\r\n");
 }
 
 /// A request body read as far as it was already there.

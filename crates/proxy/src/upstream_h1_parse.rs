@@ -11,6 +11,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::Frame;
 
+use crate::h1_wire::lists;
+
 /// Response head bytes accepted at most.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Response header fields accepted at most.
@@ -162,10 +164,8 @@ impl Facts {
                 self.length = Some(n);
             }
         } else if name == header::CONNECTION {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.close |= lists(value, "close");
+            self.keep_alive |= lists(value, "keep-alive");
         }
         Ok(())
     }

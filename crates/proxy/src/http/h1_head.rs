@@ -14,6 +14,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::SizeHint;
 use http_body_util::Full;
 
+use crate::h1_wire::{lists, put_field, put_length};
+
 /// Headers the fast path takes in one request; more go to hyper.
 const MAX_FAST_HEADERS: usize = 32;
 
@@ -61,13 +63,6 @@ struct Field {
 fn span(whole: &[u8], part: &[u8]) -> (u32, u32) {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     (start as u32, (start + part.len()) as u32)
-}
-
-/// Whether a comma-separated header value lists `token`.
-fn lists(value: &[u8], token: &str) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Takes one request off the front of `buf` when the fast path can serve
@@ -248,43 +243,6 @@ pub fn encode_head<B>(
     framing
 }
 
-/// A `content-length` field, the number written without allocating.
-fn put_length(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    put_field(out, b"content-length", &digits[at..]);
-}
-
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends one chunk of a chunked body.
-pub fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    use std::io::Write;
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The last chunk of a chunked body (no trailers: HTTP/1.1 clients seldom
-/// ask for them, and hyper drops them too).
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,8 +379,5 @@ mod tests {
                 .unwrap()
                 .contains("content-length: 7\r\n")
         );
-        let mut chunk = Vec::new();
-        put_chunk(&mut chunk, b"hello world, a bit longer");
-        assert_eq!(&chunk[..], b"19\r\nhello world, a bit longer\r\n");
     }
 }

@@ -11,7 +11,7 @@
 //! upgrades, `100-continue`, streaming uploads and slow clients keep
 //! hyper's behaviour exactly.
 
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -23,10 +23,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::h1_head::{self, Framing, HeadLimits, Parsed};
 use super::request::{self, HttpConn};
 use crate::body::ProxyBody;
+use crate::h1_wire;
 use crate::io::CountingIo;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// The last chunk of a chunked body (no trailers: HTTP/1.1 clients seldom
+/// ask for them, and hyper drops them too).
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -51,7 +56,7 @@ pub(super) struct FastLimits {
 pub(super) async fn serve(conn: Arc<HttpConn>, mut io: CountingIo, limits: FastLimits) -> Served {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
-    let tick = (limits.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let tick = super::idle_tick(limits.idle);
     let mut ticker = pin!(tokio::time::sleep(tick));
     let drain = conn.ctx.drain.clone();
     let mut drained = pin!(drain.started());
@@ -138,7 +143,7 @@ const QUIET_CHUNK: usize = 1024;
 fn read_now(io: &mut CountingIo, buf: &mut BytesMut) -> bool {
     buf.reserve(READ_CHUNK);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let read = tokio_util::io::poll_read_buf(std::pin::Pin::new(io), &mut cx, buf);
+    let read = tokio_util::io::poll_read_buf(Pin::new(io), &mut cx, buf);
     matches!(read, Poll::Ready(Ok(n)) if n > 0)
 }
 
@@ -168,7 +173,7 @@ async fn respond(
     let mut eof = peer_done;
     loop {
         if !watching {
-            let resp = unwrap_infallible(handler.await);
+            let Ok(resp) = handler.await;
             return if eof {
                 Watched::AnsweredAfterEof(resp)
             } else {
@@ -180,19 +185,16 @@ async fn respond(
         }
         tokio::select! {
             biased;
-            resp = &mut handler => return Watched::Answered(unwrap_infallible(resp)),
+            resp = &mut handler => {
+                let Ok(resp) = resp;
+                return Watched::Answered(resp);
+            }
             r = io.read_buf(buf) => match r {
                 Ok(n) if n > 0 => watching = buf.len() < READ_CHUNK * 8,
                 _ if buf.is_empty() => return Watched::Left,
                 _ => (watching, eof) = (false, true),
             },
         }
-    }
-}
-
-fn unwrap_infallible<T>(r: Result<T, std::convert::Infallible>) -> T {
-    match r {
-        Ok(t) => t,
     }
 }
 
@@ -211,7 +213,7 @@ async fn write_response(
     let mut intact = true;
     if framing != Framing::Empty && !body.is_end_stream() {
         loop {
-            let frame = std::future::poll_fn(|cx| match body_poll(&mut body, cx) {
+            let frame = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Pending if !out.is_empty() => Poll::Ready(Err(())),
                 other => other.map(Ok),
             })
@@ -240,7 +242,7 @@ async fn write_response(
             };
             sent += data.len() as u64;
             match framing {
-                Framing::Chunked => h1_head::put_chunk(out, &data),
+                Framing::Chunked => h1_wire::put_chunk(out, &data),
                 Framing::Length(n) if sent > n => {
                     intact = false;
                     break;
@@ -256,18 +258,11 @@ async fn write_response(
         }
     }
     match framing {
-        Framing::Chunked if intact => out.extend_from_slice(h1_head::LAST_CHUNK),
+        Framing::Chunked if intact => out.extend_from_slice(LAST_CHUNK),
         Framing::Length(n) if sent != n => intact = false,
         _ => {}
     }
     send(io, out).await.is_ok() && intact
-}
-
-fn body_poll(
-    body: &mut ProxyBody,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>> {
-    std::pin::Pin::new(body).poll_frame(cx)
 }
 
 /// Writes and empties `out`.

@@ -67,8 +67,9 @@ pub async fn serve(
         stats: stats.clone(),
         deferred: deferred.clone(),
     });
+    let service_conn = conn.clone();
+    let service = service_fn(move |req| request::handle(service_conn.clone(), req));
     if h2 {
-        let service = service_fn(move |req| request::handle(conn.clone(), req));
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -87,14 +88,13 @@ pub async fn serve(
             },
             idle,
         };
-        let io = match h1_server::serve(conn.clone(), io, fast).await {
+        let io = match h1_server::serve(conn, io, fast).await {
             h1_server::Served::Closed => return,
             h1_server::Served::HandOff(mut io, unread) => {
                 io.unread(unread);
                 io
             }
         };
-        let service = service_fn(move |req| request::handle(conn.clone(), req));
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
@@ -135,6 +135,11 @@ fn keep_timer_floor(ctx: &Arc<ProxyCtx>) {
             }
         }
     });
+}
+
+/// How often a connection with idle timeout `idle` checks for idleness.
+fn idle_tick(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
 }
 
 /// A server connection that can be asked to finish gracefully (HTTP/2
@@ -186,7 +191,7 @@ where
 {
     let mut conn = pin!(conn);
     let mut shutting_down = false;
-    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let tick = idle_tick(idle);
     let drain = ctx.drain.clone();
     let mut drained = pin!(drain.started());
     loop {
