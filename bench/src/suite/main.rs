@@ -33,7 +33,10 @@ const USAGE: &str = "usage: suite [--quick] [--rounds N] [--secs S] [--rate R] \
   --rate R         requests/s of the fixed-rate loads (default 1000)
   --concurrency N  meshwork proxy worker threads (default 1, like nginx's
                    1 worker and HAProxy's 1 thread)
-  --setups LIST    subset of: direct,meshwork1,meshwork2,nginx,haproxy
+  --setups LIST    subset of: direct,meshwork1,meshwork2,nginx,haproxy,
+                   baseline1 (one hop through the meshwork binary named by
+                   env MESHWORK_BASELINE, e.g. a build of an earlier commit:
+                   an A/B comparison of two builds in one interleaved run)
   --loads LIST     subset of: http1-4c,http1-64c,http1-max,h2c,grpc,tcp
   --out DIR        where results go (default bench/results)
 Env MESHWORK_PROXY_WRAPPER runs each meshwork proxy under a profiler,
@@ -152,7 +155,14 @@ async fn main() -> anyhow::Result<()> {
     for name in &o.setups {
         let s = match name.as_str() {
             "direct" => Some(Setup::direct(&b)),
-            "meshwork1" => Some(mesh::one_hop(&cmd, &b).await?),
+            "meshwork1" => Some(mesh::one_hop("meshwork one hop", &cmd, &b).await?),
+            "baseline1" => {
+                let exe = std::env::var_os("MESHWORK_BASELINE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow::anyhow!("baseline1 needs env MESHWORK_BASELINE"))?;
+                let base = mesh::ProxyCmd { exe: &exe, ..cmd };
+                Some(mesh::one_hop("baseline one hop", &base, &b).await?)
+            }
             "meshwork2" => Some(mesh::two_hops(&cmd, &b).await?),
             "nginx" => peers::nginx(&b).await?,
             "haproxy" => peers::haproxy(&b).await?,

@@ -287,8 +287,9 @@ async fn proxy(
     Ok(child)
 }
 
-/// One plaintext hop: load generator → meshwork → backend.
-pub async fn one_hop(cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> {
+/// One plaintext hop: load generator → meshwork → backend. `name` tells
+/// the build under test from a baseline build.
+pub async fn one_hop(name: &'static str, cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> {
     let (http, tcp) = (free_addr()?, free_addr()?);
     let child = proxy(
         cmd,
@@ -302,7 +303,7 @@ pub async fn one_hop(cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> {
         ],
     )
     .await?;
-    Setup::started("meshwork one hop", http, http, http, tcp, vec![child]).await
+    Setup::started(name, http, http, http, tcp, vec![child]).await
 }
 
 /// Two hops: load generator → client sidecar → (mTLS) → server sidecar →

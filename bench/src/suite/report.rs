@@ -283,7 +283,10 @@ pub fn markdown(records: &[Record], header: &str) -> String {
         "| load | setup | added p50 | added p99 | req/s | MB/s | CPU / req | CPU / GB | peak RSS |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    for r in records.iter().filter(|r| r.setup.starts_with("meshwork")) {
+    for r in records
+        .iter()
+        .filter(|r| r.setup.starts_with("meshwork") || r.setup.starts_with("baseline"))
+    {
         // Two hops: compare per hop (half the added latency, CPU and memory).
         let hops = if r.setup.contains("two hops") {
             2.0
