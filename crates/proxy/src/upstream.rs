@@ -261,8 +261,6 @@ impl H2Pool {
         }
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .adaptive_window(true)
-            .keep_alive_interval(Duration::from_secs(60))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| {

@@ -75,9 +75,7 @@ pub async fn serve(
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(max_header_bytes as u32)
             .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(1024))
-            .adaptive_window(true)
-            .keep_alive_interval(Some(Duration::from_secs(60)));
+            .max_local_error_reset_streams(Some(1024));
         let c = b.serve_connection(TokioIo::new(io), service);
         let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     } else {
