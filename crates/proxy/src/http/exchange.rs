@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use meshwork_telemetry::metrics::Label;
 use meshwork_telemetry::{
-    AccessLogEntry, PEER_METADATA_HEADER, PeerMetadata, RequestLabels, ResponseFlag, ResponseFlags,
+    AccessLogEntry, PeerMetadata, RequestLabels, ResponseFlag, ResponseFlags,
 };
 
 use super::deferred::{Deferred, Finished};
@@ -109,7 +109,7 @@ impl Exchange {
                 Label::intern(service_host.split('.').next().unwrap_or("unknown"));
             if let Some(peer) = parts
                 .headers
-                .get(PEER_METADATA_HEADER)
+                .get(&super::headers::X_PEER_METADATA)
                 .and_then(peer_labels)
             {
                 fill_source_from(&mut labels, &peer);
@@ -187,7 +187,10 @@ impl Exchange {
         if self.labels.reporter != "source" {
             return;
         }
-        if let Some(peer) = headers.get(PEER_METADATA_HEADER).and_then(peer_labels) {
+        if let Some(peer) = headers
+            .get(&super::headers::X_PEER_METADATA)
+            .and_then(peer_labels)
+        {
             fill_destination_from(&mut self.labels, &peer);
         }
     }

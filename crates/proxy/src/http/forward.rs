@@ -236,7 +236,7 @@ pub(super) async fn forward(
             Some(Ok(resp)) => {
                 let grpc = resp
                     .headers()
-                    .get("grpc-status")
+                    .get(&super::headers::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok());
                 (Outcome::Response(resp.status().as_u16(), grpc), None)
             }

@@ -19,6 +19,10 @@ pub static X_UPSTREAM_SERVICE_TIME: HeaderName =
 pub static X_PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 /// The peer's node id.
 pub static X_PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
+/// gRPC's status, in trailers (or headers of a trailers-only response).
+/// Lookups by a `HeaderName` skip parsing and validating the name, which a
+/// `&str` key costs on every call.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

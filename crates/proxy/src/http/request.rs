@@ -213,7 +213,7 @@ where
     let status = parts.status.as_u16();
     let header_grpc = parts
         .headers
-        .get("grpc-status")
+        .get(&super::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if http_body::Body::is_end_stream(&body) {
@@ -231,7 +231,7 @@ where
             drop(hold);
             let Some(mut ex) = ex.take() else { return };
             let grpc = trailers
-                .and_then(|t| t.get("grpc-status"))
+                .and_then(|t| t.get(&super::headers::GRPC_STATUS))
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
                 .or(header_grpc);
