@@ -82,6 +82,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// A random `x-request-id` in UUID v4 form, formatted into one stack
 /// buffer (no intermediate strings on the request path).
+///
+/// Marked sensitive, which HPACK sends as "never indexed": a value seen
+/// once would otherwise enter the HTTP/2 encoder's table on every request,
+/// evicting entries that do repeat and lengthening the chain of
+/// `x-request-id` values each later lookup compares against.
 pub fn request_id_value() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
@@ -98,7 +103,10 @@ pub fn request_id_value() -> HeaderValue {
         out[j + 1] = HEX[usize::from(byte & 0xf)];
         j += 2;
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let mut v =
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    v.set_sensitive(true);
+    v
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute URIs) or `Host`.
@@ -206,6 +214,7 @@ mod tests {
         let a = request_id_value();
         let b = request_id_value();
         assert_ne!(a, b);
+        assert!(a.is_sensitive(), "never indexed by HPACK");
         let s = a.to_str().unwrap();
         let groups: Vec<&str> = s.split('-').collect();
         assert_eq!(
