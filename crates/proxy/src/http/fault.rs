@@ -132,7 +132,7 @@ impl FaultModel {
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/grpc"),
                 );
-                h.insert("grpc-status", HeaderValue::from(*g));
+                h.insert(super::headers::GRPC_STATUS.clone(), HeaderValue::from(*g));
                 h.insert(
                     "grpc-message",
                     HeaderValue::from_static("fault filter abort"),

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::deadline::Deadline;
 use super::exchange::Exchange;
 use super::headers::{
-    X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME,
-    local_reply, request_id_value, strip_hop_by_hop,
+    X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_UPSTREAM_SERVICE_TIME,
+    ensure_request_id, local_reply, strip_hop_by_hop,
 };
 use super::replay::Replay;
 use super::request::{HttpConn, observe, observe_response};
@@ -302,9 +302,7 @@ fn prepare_headers(conn: &HttpConn, headers: &mut HeaderMap, is_upgrade: bool) {
     // The proxy answers `Expect: 100-continue` itself (hyper sends the 100
     // when the body is first read), as Envoy does by default.
     headers.remove(header::EXPECT);
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id_value());
-    }
+    ensure_request_id(headers);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if conn.info.inbound {
         headers.remove(&X_PEER_METADATA);

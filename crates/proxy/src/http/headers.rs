@@ -80,14 +80,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Gives the request an `x-request-id` (a new one when it has none, as
+/// Envoy does) and marks it sensitive, which HPACK sends as "never
+/// indexed": a value seen once, generated here or forwarded, would
+/// otherwise enter the HTTP/2 encoder's table on every request, evicting
+/// entries that do repeat and lengthening the chain of `x-request-id`
+/// values each later lookup compares against.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    match headers.get_mut(&X_REQUEST_ID) {
+        Some(v) => v.set_sensitive(true),
+        None => {
+            let mut v = request_id_value();
+            v.set_sensitive(true);
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+}
+
 /// A random `x-request-id` in UUID v4 form, formatted into one stack
 /// buffer (no intermediate strings on the request path).
-///
-/// Marked sensitive, which HPACK sends as "never indexed": a value seen
-/// once would otherwise enter the HTTP/2 encoder's table on every request,
-/// evicting entries that do repeat and lengthening the chain of
-/// `x-request-id` values each later lookup compares against.
-pub fn request_id_value() -> HeaderValue {
+fn request_id_value() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
@@ -103,10 +115,7 @@ pub fn request_id_value() -> HeaderValue {
         out[j + 1] = HEX[usize::from(byte & 0xf)];
         j += 2;
     }
-    let mut v =
-        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    v.set_sensitive(true);
-    v
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute URIs) or `Host`.
@@ -210,11 +219,25 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_are_kept_or_made_and_never_indexed() {
+        let mut h = HeaderMap::new();
+        ensure_request_id(&mut h);
+        let made = h.get(&X_REQUEST_ID).unwrap();
+        assert_eq!(made.len(), 36);
+        assert!(made.is_sensitive(), "never indexed by HPACK");
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"));
+        ensure_request_id(&mut h);
+        let kept = h.get(&X_REQUEST_ID).unwrap();
+        assert_eq!(kept, "abc");
+        assert!(kept.is_sensitive());
+    }
+
+    #[test]
     fn request_ids_are_uuid_v4() {
         let a = request_id_value();
         let b = request_id_value();
         assert_ne!(a, b);
-        assert!(a.is_sensitive(), "never indexed by HPACK");
         let s = a.to_str().unwrap();
         let groups: Vec<&str> = s.split('-').collect();
         assert_eq!(
