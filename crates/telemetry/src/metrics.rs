@@ -2,12 +2,15 @@
 //! in OpenMetrics text via prometheus-client.
 //!
 //! Hot path: one hash lookup under a read lock per call, no allocation once
-//! a label set has been seen. All metrics of one label set live together, and
+//! a label set has been seen; a request with the very label values of the
+//! thread's previous one (the same shared strings) skips even that. All metrics of one label set live together, and
 //! a [`Collector`] writes them out as Istio's metric families at scrape time.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -130,36 +133,59 @@ impl RequestLabels {
         l
     }
 
-    fn values_mut(&mut self) -> [&mut Label; 25] {
-        [
-            &mut self.reporter,
-            &mut self.source_workload,
-            &mut self.source_workload_namespace,
-            &mut self.source_principal,
-            &mut self.source_app,
-            &mut self.source_version,
-            &mut self.source_cluster,
-            &mut self.source_canonical_service,
-            &mut self.source_canonical_revision,
-            &mut self.destination_workload,
-            &mut self.destination_workload_namespace,
-            &mut self.destination_principal,
-            &mut self.destination_app,
-            &mut self.destination_version,
-            &mut self.destination_service,
-            &mut self.destination_service_name,
-            &mut self.destination_service_namespace,
-            &mut self.destination_canonical_service,
-            &mut self.destination_canonical_revision,
-            &mut self.destination_cluster,
-            &mut self.request_protocol,
-            &mut self.response_code,
-            &mut self.grpc_response_status,
-            &mut self.response_flags,
-            &mut self.connection_security_policy,
-        ]
+    /// Whether every label is the very same shared string as `other`'s
+    /// (equal values in different allocations count as different).
+    fn same_values(&self, other: &Self) -> bool {
+        self.values()
+            .into_iter()
+            .zip(other.values())
+            .all(|(a, b)| a.same(b))
     }
 }
+
+/// `values` and `values_mut` of [`RequestLabels`], from one list of its
+/// fields.
+macro_rules! request_label_values {
+    ($($field:ident),+ $(,)?) => {
+        impl RequestLabels {
+            fn values(&self) -> [&Label; 25] {
+                [$(&self.$field),+]
+            }
+
+            fn values_mut(&mut self) -> [&mut Label; 25] {
+                [$(&mut self.$field),+]
+            }
+        }
+    };
+}
+
+request_label_values!(
+    reporter,
+    source_workload,
+    source_workload_namespace,
+    source_principal,
+    source_app,
+    source_version,
+    source_cluster,
+    source_canonical_service,
+    source_canonical_revision,
+    destination_workload,
+    destination_workload_namespace,
+    destination_principal,
+    destination_app,
+    destination_version,
+    destination_service,
+    destination_service_name,
+    destination_service_namespace,
+    destination_canonical_service,
+    destination_canonical_revision,
+    destination_cluster,
+    request_protocol,
+    response_code,
+    grpc_response_status,
+    response_flags,
+    connection_security_policy,
+);
 
 // === impl TcpLabels ===
 
@@ -262,6 +288,18 @@ fn escaped<L: Clone, V: EscapeValue, const N: usize>(
 
 // === series storage ===
 
+/// Ids for [`Series`], never reused.
+static NEXT_SERIES_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The request series this thread recorded into last, with its labels
+    /// and its [`Series`]' id. The next request on a connection mostly has
+    /// the very same label values (the same shared strings): comparing 25
+    /// pointers finds its series without hashing and comparing 25 strings.
+    static LAST_REQUEST_SERIES: RefCell<Option<(u64, RequestLabels, Arc<RequestSeries>)>> =
+        const { RefCell::new(None) };
+}
+
 #[derive(Debug)]
 struct RequestSeries {
     export: Option<RequestLabels>,
@@ -282,7 +320,7 @@ struct TcpSeries {
 
 /// Label sets are hashed with foldhash: fast, and seeded per process so
 /// label values from peers cannot be chosen to collide.
-type LabelMap<L, S> = HashMap<L, S, foldhash::fast::RandomState>;
+type LabelMap<L, S> = HashMap<L, Arc<S>, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 struct SeriesMap<L, S>(RwLock<LabelMap<L, S>>);
@@ -292,8 +330,22 @@ impl<L: Hash + Eq + Clone, S> SeriesMap<L, S> {
         Self(RwLock::new(HashMap::default()))
     }
 
-    /// Runs `f` on the series for `labels`, creating it with `make` first if
-    /// needed (the only path that allocates).
+    /// The series for `labels`, created with `make` first if needed (the
+    /// only path that allocates).
+    fn get(&self, labels: &L, make: impl FnOnce(&L) -> S) -> Arc<S> {
+        {
+            let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = map.get(labels) {
+                return s.clone();
+            }
+        }
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.entry(labels.clone())
+            .or_insert_with(|| Arc::new(make(labels)))
+            .clone()
+    }
+
+    /// Runs `f` on the series for `labels` (see [`SeriesMap::get`]).
     fn with(&self, labels: &L, make: impl FnOnce(&L) -> S, f: impl FnOnce(&S)) {
         {
             let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
@@ -301,14 +353,15 @@ impl<L: Hash + Eq + Clone, S> SeriesMap<L, S> {
                 return f(s);
             }
         }
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        let s = map.entry(labels.clone()).or_insert_with(|| make(labels));
-        f(s)
+        f(&self.get(labels, make))
     }
 }
 
 #[derive(Debug)]
 struct Series {
+    /// Tells these series from another `IstioMetrics`' in
+    /// [`LAST_REQUEST_SERIES`].
+    id: u64,
     requests: SeriesMap<RequestLabels, RequestSeries>,
     tcp: SeriesMap<TcpLabels, TcpSeries>,
 }
@@ -327,7 +380,7 @@ where
 {
     let mut metric = enc.encode_descriptor(name, help, None, M::TYPE)?;
     for (labels, series) in map {
-        let (export, m) = pick(series);
+        let (export, m) = pick(series.as_ref());
         m.encode(metric.encode_family(export.unwrap_or(labels))?)?;
     }
     Ok(())
@@ -429,6 +482,7 @@ impl IstioMetrics {
     /// A fresh set of Istio standard metrics with an otherwise empty registry.
     pub fn new() -> Self {
         let series = Arc::new(Series {
+            id: NEXT_SERIES_ID.fetch_add(1, Ordering::Relaxed),
             requests: SeriesMap::new(),
             tcp: SeriesMap::new(),
         });
@@ -456,11 +510,24 @@ impl IstioMetrics {
             request_bytes: Histogram::new(BYTES_BUCKETS),
             response_bytes: Histogram::new(BYTES_BUCKETS),
         };
-        self.series.requests.with(labels, make, |s| {
+        let observe = |s: &RequestSeries| {
             s.requests.inc();
             s.duration_ms.observe(duration.as_secs_f64() * 1000.0);
             s.request_bytes.observe(request_bytes as f64);
             s.response_bytes.observe(response_bytes as f64);
+        };
+        let id = self.series.id;
+        LAST_REQUEST_SERIES.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some((last_id, last_labels, s)) = &*last
+                && *last_id == id
+                && last_labels.same_values(labels)
+            {
+                return observe(s);
+            }
+            let s = self.series.requests.get(labels, make);
+            observe(&s);
+            *last = Some((id, labels.clone(), s));
         });
     }
 

@@ -69,6 +69,12 @@ impl Label {
         })
     }
 
+    /// Whether `other` is this very value (one shared allocation), which
+    /// implies equal; equal values may still be different allocations.
+    pub fn same(&self, other: &Label) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The value.
     pub fn as_str(&self) -> &str {
         &self.0

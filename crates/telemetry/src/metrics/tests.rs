@@ -286,3 +286,39 @@ fn shared_across_threads() {
     let s = all.iter().find(|s| s.0 == "istio_requests_total").unwrap();
     assert_eq!(s.2, "1000");
 }
+
+/// The per-thread cache of the last series: the same shared values hit it,
+/// equal values in other allocations and other label values find their own
+/// series, and a second `IstioMetrics` never takes the first one's series.
+#[test]
+fn last_series_cache_keeps_series_apart() {
+    let requests = |m: &IstioMetrics| -> Vec<(String, String)> {
+        let mut v: Vec<_> = samples(&m.encode())
+            .into_iter()
+            .filter(|s| s.0 == "istio_requests_total")
+            .map(|s| (s.1["response_code"].clone(), s.2))
+            .collect();
+        v.sort();
+        v
+    };
+    let a = IstioMetrics::new();
+    let b = IstioMetrics::new();
+    let shared = request_labels();
+    let ok = Duration::from_millis(1);
+    a.record_request(&shared, ok, 1, 1);
+    a.record_request(&shared.clone(), ok, 1, 1);
+    // Equal values, separate allocations.
+    a.record_request(&request_labels(), ok, 1, 1);
+    let other = RequestLabels {
+        response_code: "503".into(),
+        ..shared.clone()
+    };
+    a.record_request(&other, ok, 1, 1);
+    a.record_request(&shared, ok, 1, 1);
+    b.record_request(&shared, ok, 1, 1);
+    assert_eq!(
+        requests(&a),
+        [("200".into(), "4".into()), ("503".into(), "1".into())]
+    );
+    assert_eq!(requests(&b), [("200".into(), "1".into())]);
+}
