@@ -30,20 +30,23 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Headers that belong to one connection and are never forwarded (RFC 9110
 /// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names first: most messages carry none of these,
-    // and each lookup by name hashes it.
-    let any = headers.keys().any(|k| {
-        k == header::CONNECTION
-            || k == header::TRANSFER_ENCODING
-            || k == header::TE
+    // One pass over the names first: most messages carry none of these
+    // (a gRPC request only `te`), and each lookup by name hashes it.
+    let (mut connection, mut te, mut others) = (false, false, false);
+    for k in headers.keys() {
+        if k == header::CONNECTION {
+            connection = true;
+        } else if k == header::TE {
+            te = true;
+        } else if k == header::TRANSFER_ENCODING
             || k == header::UPGRADE
             || k == KEEP_ALIVE
             || k == PROXY_CONNECTION
-    });
-    if !any {
-        return;
+        {
+            others = true;
+        }
     }
-    if headers.contains_key(header::CONNECTION) {
+    if connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -56,24 +59,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(n);
         }
     }
-    // Static names: no parsing per request.
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING] {
-        headers.remove(n);
+    if connection || others {
+        // Static names: no parsing per request.
+        for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING] {
+            headers.remove(n);
+        }
+        if !keep_upgrade {
+            headers.remove(header::CONNECTION);
+            headers.remove(header::UPGRADE);
+        }
     }
-    if !keep_upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+    if te {
+        strip_te(headers);
     }
-    if !headers.contains_key(header::TE) {
+}
+
+/// `te` keeps only `trailers` (what gRPC sends); a lone `te: trailers`,
+/// the common case, is left in place.
+fn strip_te(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::TE).iter();
+    let (first, more) = (values.next(), values.next().is_some());
+    let Some(first) = first else {
+        // `Connection: te` removed it.
+        return;
+    };
+    if !more && first.as_bytes().eq_ignore_ascii_case(b"trailers") {
         return;
     }
     let te_trailers = headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -175,6 +193,28 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-app").unwrap(), "1");
+    }
+
+    #[test]
+    fn te_keeps_only_trailers() {
+        let te = |values: &[&str], connection: Option<&str>| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TE, v.parse().unwrap());
+            }
+            if let Some(c) = connection {
+                h.insert(header::CONNECTION, c.parse().unwrap());
+            }
+            strip_hop_by_hop(&mut h, false);
+            let got: Vec<_> = h.get_all(header::TE).iter().cloned().collect();
+            assert!(h.get(header::CONNECTION).is_none());
+            got
+        };
+        assert_eq!(te(&["trailers"], None), ["trailers"], "gRPC's, as it is");
+        assert_eq!(te(&["Trailers"], None), ["Trailers"]);
+        assert_eq!(te(&["gzip", "trailers"], None), ["trailers"]);
+        assert_eq!(te(&["gzip"], None), [] as [HeaderValue; 0]);
+        assert_eq!(te(&["trailers"], Some("te")), [] as [HeaderValue; 0]);
     }
 
     #[test]
