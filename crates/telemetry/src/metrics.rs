@@ -3,8 +3,9 @@
 //!
 //! Hot path: one hash lookup under a read lock per call, no allocation once
 //! a label set has been seen; a request with the very label values of the
-//! thread's previous one (the same shared strings) skips even that. All metrics of one label set live together, and
-//! a [`Collector`] writes them out as Istio's metric families at scrape time.
+//! thread's previous one (the same shared strings) skips even that. All
+//! metrics of one label set live together, and a [`Collector`] writes them
+//! out as Istio's metric families at scrape time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
