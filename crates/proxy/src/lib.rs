@@ -34,3 +34,4 @@ pub mod upstream_conn;
 pub mod upstream_h1;
 pub mod upstream_h1_codec;
 pub mod upstream_h1_parse;
+pub mod upstream_h2;

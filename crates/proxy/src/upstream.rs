@@ -3,18 +3,12 @@
 //!
 //! - HTTP/1.1: a stack of idle keep-alive connections per endpoint
 //!   ([`crate::upstream_h1`]).
-//! - HTTP/2: one multiplexed connection per endpoint, kept here. An
+//! - HTTP/2: one multiplexed connection per endpoint
+//!   ([`crate::upstream_h2`]). An
 //!   intermediary must forward the original `:authority` (RFC 9113 8.3.1),
 //!   so the pool is keyed by endpoint address, never by the request URI.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
 
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -23,12 +17,11 @@ use crate::balance::Endpoint;
 use crate::body::ProxyBody;
 use crate::circuit::{Breakers, Overflow};
 use crate::model::cluster::ClusterModel;
-use crate::model::cluster_policy::Keepalive;
 use crate::tls::PeerPrincipal;
 use crate::tls::client::{Transports, UpstreamTls};
-use crate::upstream_conn::{ConnUses, set_keepalive};
 pub use crate::upstream_h1::UpstreamBody;
 use crate::upstream_h1::{H1Pool, H1Settings};
+use crate::upstream_h2::{H2Pool, H2Settings};
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +62,7 @@ impl ClusterPools {
         mesh: Option<&Arc<meshwork_identity::tls::MeshTls>>,
     ) {
         if self.transports.needs_tls() {
-            let breakers = self.http2.breakers.clone();
+            let breakers = self.http2.settings().breakers.clone();
             self.transports.attach(mesh, |tls| {
                 Self::with_tls(model, breakers.clone(), Some(tls))
             });
@@ -92,15 +85,14 @@ impl ClusterPools {
         });
         ClusterPools {
             http1,
-            http2: Arc::new(H2Pool {
+            http2: Arc::new(H2Pool::new(H2Settings {
                 connect_timeout: model.connect_timeout,
                 idle_timeout: model.idle_timeout,
-                conns: Mutex::default(),
-                breakers,
                 keepalive: model.policy.keepalive.clone(),
-                max_requests_per_connection: model.policy.max_requests_per_connection,
+                max_requests: model.policy.max_requests_per_connection,
                 tls: tls.clone(),
-            }),
+                breakers,
+            })),
             transports: Arc::new(Transports::new(if tls.is_some() {
                 Default::default()
             } else {
@@ -155,7 +147,7 @@ impl ClusterPools {
         *req.version_mut() = http::Version::HTTP_2;
         // Boxed: this future would otherwise size every HTTP/1.1 request's.
         let resp = Box::pin(self.http2.send(endpoint.address(), req)).await?;
-        Ok(resp.map(UpstreamBody::new))
+        Ok(resp.map(UpstreamBody::http2))
     }
 }
 
@@ -169,158 +161,13 @@ impl ClusterPools {
         if let Some(tls_pools) = self.transports.for_endpoint(endpoint) {
             return Box::pin(tls_pools?.connect_stream(endpoint)).await;
         }
+        let settings = self.http2.settings();
         crate::tls::client::connect(
             endpoint.address(),
-            self.http2.tls.as_deref(),
+            settings.tls.as_deref(),
             false,
-            self.http2.connect_timeout,
+            settings.connect_timeout,
         )
         .await
-    }
-}
-
-fn now_ms(epoch: Instant) -> u64 {
-    epoch.elapsed().as_millis() as u64
-}
-
-/// One HTTP/2 connection per endpoint, reconnected when it closes and
-/// dropped when idle.
-#[derive(Debug)]
-struct H2Pool {
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    conns: Mutex<HashMap<SocketAddr, H2Conn>>,
-    breakers: Arc<Breakers>,
-    keepalive: Option<Keepalive>,
-    max_requests_per_connection: Option<u32>,
-    tls: Option<Arc<UpstreamTls>>,
-}
-
-#[derive(Clone, Debug)]
-struct H2Conn {
-    sender: SendRequest<ProxyBody>,
-    last_used: Arc<AtomicU64>,
-    epoch: Instant,
-    id: u64,
-    uses: ConnUses,
-    /// The server's verified identity (TLS).
-    peer: Option<PeerPrincipal>,
-}
-
-impl H2Pool {
-    fn cached(&self, endpoint: SocketAddr) -> Option<H2Conn> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns
-            .get(&endpoint)
-            .filter(|c| !c.sender.is_closed())
-            .cloned()
-    }
-
-    async fn send(
-        self: &Arc<Self>,
-        endpoint: SocketAddr,
-        req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        let conn = match self.cached(endpoint) {
-            Some(c) => c,
-            None => self.connect(endpoint).await?,
-        };
-        conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
-        if let Some(max) = self.max_requests_per_connection
-            && conn.uses.bump() >= max
-        {
-            // Its last request: new requests get a new connection, and this
-            // one closes when its streams end.
-            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            if conns.get(&endpoint).is_some_and(|c| c.id == conn.id) {
-                conns.remove(&endpoint);
-            }
-        }
-        let mut sender = conn.sender;
-        sender
-            .ready()
-            .await
-            .map_err(|e| UpstreamError::Request(format!("{e:?}")))?;
-        let mut resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| UpstreamError::Request(format!("{e:?}")))?;
-        if let Some(p) = conn.peer {
-            resp.extensions_mut().insert(p);
-        }
-        Ok(resp)
-    }
-
-    async fn connect(self: &Arc<Self>, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
-        let permit = self.breakers.connection(self.connect_timeout).await?;
-        let (stream, peer) =
-            crate::tls::client::connect(endpoint, self.tls.as_deref(), true, self.connect_timeout)
-                .await?;
-        if let Some(k) = &self.keepalive {
-            set_keepalive(stream.tcp(), Some(k));
-        }
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                UpstreamError::Connect(format!("HTTP/2 handshake with {endpoint}: {e}"))
-            })?;
-        tokio::spawn(async move {
-            // The breaker's permit lives as long as the connection.
-            let _permit = permit;
-            if let Err(e) = connection.await {
-                tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
-        let epoch = Instant::now();
-        let conn = H2Conn {
-            sender,
-            last_used: Arc::new(AtomicU64::new(0)),
-            epoch,
-            id: rand::random(),
-            uses: ConnUses::default(),
-            peer,
-        };
-        {
-            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            // Another request may have connected meanwhile: use one connection.
-            if let Some(existing) = conns.get(&endpoint).filter(|c| !c.sender.is_closed()) {
-                return Ok(existing.clone());
-            }
-            conns.insert(endpoint, conn.clone());
-        }
-        self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
-        Ok(conn)
-    }
-
-    /// Forgets the connection once idle; it closes when its last in-flight
-    /// stream ends.
-    fn reap_when_idle(
-        self: &Arc<Self>,
-        endpoint: SocketAddr,
-        id: u64,
-        last_used: Arc<AtomicU64>,
-        epoch: Instant,
-    ) {
-        let pool = Arc::downgrade(self);
-        let idle = self.idle_timeout;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep((idle / 2).max(Duration::from_millis(50))).await;
-                let Some(pool) = pool.upgrade() else { return };
-                let idle_for = now_ms(epoch).saturating_sub(last_used.load(Ordering::Relaxed));
-                let mut conns = pool.conns.lock().unwrap_or_else(|p| p.into_inner());
-                match conns.get(&endpoint) {
-                    Some(c) if c.id == id => {
-                        if c.sender.is_closed() || Duration::from_millis(idle_for) >= idle {
-                            conns.remove(&endpoint);
-                            return;
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        });
     }
 }

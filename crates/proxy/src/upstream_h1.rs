@@ -42,6 +42,7 @@ use crate::upstream_conn::{PermitIo, set_keepalive};
 use crate::upstream_h1_codec::{
     BodyEnd, CodecError, Gather, Gathered, H1Body, H1Conn, Head, gather,
 };
+use crate::upstream_h2::H2Body;
 
 /// Idle connections kept per endpoint at most (more are closed).
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
@@ -390,15 +391,23 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind {
         Http1 { body: H1Body, pool: Arc<H1Pool>, endpoint: SocketAddr },
+        Http2 { #[pin] body: H2Body },
         Hyper { #[pin] inner: Incoming },
     }
 }
 
 impl UpstreamBody {
-    /// A body hyper reads (HTTP/2, upgrades).
+    /// A body hyper reads (upgrades, streamed uploads).
     pub fn new(inner: Incoming) -> Self {
         UpstreamBody {
             kind: Kind::Hyper { inner },
+        }
+    }
+
+    /// The body of an HTTP/2 stream.
+    pub fn http2(body: H2Body) -> Self {
+        UpstreamBody {
+            kind: Kind::Http2 { body },
         }
     }
 
@@ -446,6 +455,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Hyper { inner } => inner.poll_frame(cx).map_err(Into::into),
+            KindProj::Http2 { body } => body.poll_frame(cx),
             KindProj::Http1 {
                 body,
                 pool,
@@ -465,6 +475,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Hyper { inner } => inner.is_end_stream(),
+            Kind::Http2 { body } => body.is_end_stream(),
             Kind::Http1 { body, .. } => body.is_done(),
         }
     }
@@ -472,6 +483,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Hyper { inner } => inner.size_hint(),
+            Kind::Http2 { body } => body.size_hint(),
             Kind::Http1 { body, .. } => match body.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

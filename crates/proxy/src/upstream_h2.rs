@@ -1,0 +1,430 @@
+//! Upstream HTTP/2: one multiplexed connection per endpoint, driven
+//! straight on the `h2` crate.
+//!
+//! Why not hyper's HTTP/2 client: it hands every request to a dispatch
+//! task over a channel and spawns two more tasks per request (one pipes
+//! the body, one waits for the response), so the request's HEADERS and
+//! DATA left in two writes. Here the request's own task opens the stream
+//! and writes a body already at hand, so both leave in one write; only a
+//! body still streaming when the response arrives gets a task of its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::circuit::Breakers;
+use crate::model::cluster_policy::Keepalive;
+use crate::tls::PeerPrincipal;
+use crate::tls::client::UpstreamTls;
+use crate::upstream::UpstreamError;
+use crate::upstream_conn::{ConnUses, set_keepalive};
+
+/// Flow-control windows and limits, as hyper's client had them: a 2 MiB
+/// stream window and a 5 MiB connection window keep a fast backend from
+/// stalling on WINDOW_UPDATEs; response heads up to 16 KiB.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+const MAX_HEADER_LIST: u32 = 16 << 10;
+const MAX_SEND_BUFFER: usize = 1 << 20;
+/// Streams opened before the server's SETTINGS say how many it takes.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+
+/// How an [`H2Pool`] connects and when it lets connections go.
+#[derive(Debug)]
+pub struct H2Settings {
+    /// Limit on TCP connect (and TLS handshake).
+    pub connect_timeout: Duration,
+    /// A connection unused this long is dropped from the pool.
+    pub idle_timeout: Duration,
+    /// TCP keepalive probing (DestinationRule `tcpKeepalive`).
+    pub keepalive: Option<Keepalive>,
+    /// Requests after which a connection takes no more.
+    pub max_requests: Option<u32>,
+    /// TLS for every connection (plaintext when `None`).
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// The cluster's breakers: each connection holds a permit.
+    pub breakers: Arc<Breakers>,
+}
+
+/// One HTTP/2 connection per endpoint, reconnected when it closes and
+/// dropped when idle.
+#[derive(Debug)]
+pub struct H2Pool {
+    settings: H2Settings,
+    conns: Mutex<HashMap<SocketAddr, H2Conn>>,
+}
+
+#[derive(Clone, Debug)]
+struct H2Conn {
+    sender: SendRequest<Bytes>,
+    /// Set when the connection ends or refuses new streams (GOAWAY).
+    closed: Arc<AtomicBool>,
+    last_used: Arc<AtomicU64>,
+    epoch: Instant,
+    id: u64,
+    uses: ConnUses,
+    /// The server's verified identity (TLS).
+    peer: Option<PeerPrincipal>,
+}
+
+impl H2Conn {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+fn request_error(e: h2::Error) -> UpstreamError {
+    // The retry policy's `refused-stream` looks for the reason's name.
+    UpstreamError::Request(format!("HTTP/2: {e} ({:?})", e.reason()))
+}
+
+impl H2Pool {
+    /// An empty pool.
+    pub fn new(settings: H2Settings) -> Self {
+        H2Pool {
+            settings,
+            conns: Mutex::default(),
+        }
+    }
+
+    /// The pool's settings.
+    pub fn settings(&self) -> &H2Settings {
+        &self.settings
+    }
+
+    fn cached(&self, endpoint: SocketAddr) -> Option<H2Conn> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.get(&endpoint).filter(|c| !c.is_closed()).cloned()
+    }
+
+    fn forget(&self, endpoint: SocketAddr, id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.get(&endpoint).is_some_and(|c| c.id == id) {
+            conns.remove(&endpoint);
+        }
+    }
+
+    /// Sends `req` (absolute URI, HTTP/2 version) on the endpoint's
+    /// connection. A connection that turned out to be going away before
+    /// the stream opened is replaced once: nothing was sent on it.
+    pub async fn send(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<H2Body>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        crate::http::headers::strip_hop_by_hop(&mut parts.headers, false);
+        if let Some(len) = body.size_hint().exact()
+            && (len != 0 || !matches!(parts.method, http::Method::GET | http::Method::HEAD))
+        {
+            parts
+                .headers
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert_with(|| len.into());
+        }
+        let mut head = Request::from_parts(parts, ());
+        let mut replaced = false;
+        let (conn, response, stream) = loop {
+            let conn = match self.cached(endpoint) {
+                Some(c) => c,
+                None => self.connect(endpoint).await?,
+            };
+            match open_stream(&conn, head, body.is_end_stream()).await {
+                Ok((response, stream)) => break (conn, response, stream),
+                Err((e, unsent)) => {
+                    conn.closed.store(true, Ordering::Relaxed);
+                    self.forget(endpoint, conn.id);
+                    match unsent {
+                        Some(unsent) if !replaced => {
+                            replaced = true;
+                            head = unsent;
+                        }
+                        _ => return Err(request_error(e)),
+                    }
+                }
+            }
+        };
+        conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
+        if let Some(max) = self.settings.max_requests
+            && conn.uses.bump() >= max
+        {
+            // Its last request: new requests get a new connection, and this
+            // one closes when its streams end.
+            self.forget(endpoint, conn.id);
+        }
+        let pump = (!body.is_end_stream()).then(|| Pump::new(stream, body));
+        let resp = Exchange { pump, response }.await.map_err(request_error)?;
+        let mut resp = resp.map(|recv| H2Body {
+            recv,
+            data_done: false,
+        });
+        if let Some(p) = conn.peer {
+            resp.extensions_mut().insert(p);
+        }
+        Ok(resp)
+    }
+
+    async fn connect(self: &Arc<Self>, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
+        let s = &self.settings;
+        let permit = s.breakers.connection(s.connect_timeout).await?;
+        let (stream, peer) =
+            crate::tls::client::connect(endpoint, s.tls.as_deref(), true, s.connect_timeout)
+                .await?;
+        if let Some(k) = &s.keepalive {
+            set_keepalive(stream.tcp(), Some(k));
+        }
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .map_err(|e| {
+                UpstreamError::Connect(format!("HTTP/2 handshake with {endpoint}: {e}"))
+            })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
+        tokio::spawn(async move {
+            // The breaker's permit lives as long as the connection.
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended");
+            }
+            ended.store(true, Ordering::Relaxed);
+        });
+        let epoch = Instant::now();
+        let conn = H2Conn {
+            sender,
+            closed,
+            last_used: Arc::new(AtomicU64::new(0)),
+            epoch,
+            id: rand::random(),
+            uses: ConnUses::default(),
+            peer,
+        };
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            // Another request may have connected meanwhile: use one connection.
+            if let Some(existing) = conns.get(&endpoint).filter(|c| !c.is_closed()) {
+                return Ok(existing.clone());
+            }
+            conns.insert(endpoint, conn.clone());
+        }
+        self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
+        Ok(conn)
+    }
+
+    /// Forgets the connection once idle; it closes when its last in-flight
+    /// stream ends.
+    fn reap_when_idle(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+        id: u64,
+        last_used: Arc<AtomicU64>,
+        epoch: Instant,
+    ) {
+        let pool = Arc::downgrade(self);
+        let idle = self.settings.idle_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep((idle / 2).max(Duration::from_millis(50))).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let idle_for = now_ms(epoch).saturating_sub(last_used.load(Ordering::Relaxed));
+                let mut conns = pool.conns.lock().unwrap_or_else(|p| p.into_inner());
+                match conns.get(&endpoint) {
+                    Some(c) if c.id == id => {
+                        if c.is_closed() || Duration::from_millis(idle_for) >= idle {
+                            conns.remove(&endpoint);
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
+/// Opens a stream for `head` once the connection takes one more. When
+/// the connection refuses before that (closed, GOAWAY), nothing was sent
+/// and the head comes back for another connection.
+async fn open_stream(
+    conn: &H2Conn,
+    head: Request<()>,
+    end_of_stream: bool,
+) -> Result<(ResponseFuture, SendStream<Bytes>), (h2::Error, Option<Request<()>>)> {
+    let mut sender = match conn.sender.clone().ready().await {
+        Ok(s) => s,
+        Err(e) => return Err((e, Some(head))),
+    };
+    sender
+        .send_request(head, end_of_stream)
+        .map_err(|e| (e, None))
+}
+
+/// Waits for the response head while writing the request body; a body
+/// still streaming when the head arrives goes on in a task of its own.
+struct Exchange {
+    pump: Option<Pump>,
+    response: ResponseFuture,
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<RecvStream>, h2::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(pump) = &mut self.pump
+            && pump.poll_send(cx).is_ready()
+        {
+            self.pump = None;
+        }
+        let resp = ready!(Pin::new(&mut self.response).poll(cx));
+        if let Some(pump) = self.pump.take()
+            && resp.is_ok()
+        {
+            tokio::spawn(pump);
+        }
+        Poll::Ready(resp)
+    }
+}
+
+/// Copies a request body into its stream: data as it comes, then trailers
+/// or the end of the stream. After the first chunk it waits for flow-control
+/// capacity before reading more, so a slow upstream slows the client.
+struct Pump {
+    tx: SendStream<Bytes>,
+    body: ProxyBody,
+    sent_any: bool,
+}
+
+impl Pump {
+    fn new(tx: SendStream<Bytes>, body: ProxyBody) -> Self {
+        Pump {
+            tx,
+            body,
+            sent_any: false,
+        }
+    }
+
+    /// Ready once the body is all sent, or the stream failed (the response
+    /// then carries the error).
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.sent_any {
+                self.tx.reserve_capacity(1);
+                if self.tx.capacity() == 0 {
+                    match ready!(self.tx.poll_capacity(cx)) {
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => return Poll::Ready(()),
+                    }
+                } else if self.tx.poll_reset(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => {
+                    let _ = self.tx.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "request body failed; resetting the stream");
+                    self.tx.send_reset(h2::Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    let end = self.body.is_end_stream();
+                    if data.is_empty() && !end {
+                        continue;
+                    }
+                    if self.tx.send_data(data, end).is_err() || end {
+                        return Poll::Ready(());
+                    }
+                    self.sent_any = true;
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = self.tx.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Future for Pump {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_send(cx)
+    }
+}
+
+/// An HTTP/2 response body: data, then trailers. Received bytes give their
+/// flow-control window back as they are read, so the window follows the
+/// reader's pace.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.recv.is_end_stream() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::default()
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The HTTP/2 upstream client through a real proxy, against an `h2`
+//! backend: request bodies that stream while the response does, trailers
+//! both ways, bodies larger than the flow-control windows, and a
+//! connection the upstream sends GOAWAY on.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{HeaderMap, Request, Response};
+use support::*;
+
+const BIG: usize = 3 << 20;
+
+/// An HTTP/2 backend; returns its port and a count of its connections.
+/// - `/echo`: answers at once, then echoes each request chunk and the
+///   request trailers.
+/// - `/count`: reads the whole body, answers with its length.
+/// - `/big`: answers with [`BIG`] bytes.
+/// - `/bye`: sends GOAWAY, then answers.
+/// - `/refuse`: resets the stream with REFUSED_STREAM.
+async fn h2_backend() -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(s).await.unwrap();
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    if req.uri().path() == "/bye" {
+                        conn.graceful_shutdown();
+                    }
+                    tokio::spawn(serve(req, respond));
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+async fn serve(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let path = req.uri().path().to_string();
+    let mut body = req.into_body();
+    let head = Response::new(());
+    match path.as_str() {
+        "/refuse" => respond.send_reset(h2::Reason::REFUSED_STREAM),
+        "/echo" => {
+            let mut tx = respond.send_response(head, false).unwrap();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                tx.send_data(chunk, false).unwrap();
+            }
+            match body.trailers().await.unwrap() {
+                Some(t) => tx.send_trailers(t).unwrap(),
+                None => tx.send_data(Bytes::new(), true).unwrap(),
+            }
+        }
+        "/count" => {
+            let mut n = 0;
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                n += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let mut tx = respond.send_response(head, false).unwrap();
+            tx.send_data(n.to_string().into(), true).unwrap();
+        }
+        "/big" => {
+            let mut tx = respond.send_response(head, false).unwrap();
+            tx.send_data(Bytes::from(vec![b'x'; BIG]), true).unwrap();
+            // The stream must live until the proxy has taken every byte.
+            let _ = std::future::poll_fn(|cx| tx.poll_reset(cx)).await;
+        }
+        _ => {
+            let mut tx = respond.send_response(head, false).unwrap();
+            tx.send_data(Bytes::from_static(b"ok"), true).unwrap();
+        }
+    }
+}
+
+/// A proxy whose listener sends everything to `backend` over HTTP/2, and
+/// an h2c client connection to it.
+async fn proxy_to(backend: u16) -> (Mesh, h2::client::SendRequest<Bytes>) {
+    let mesh = Mesh::start().await;
+    let port = free_port();
+    mesh.serve_http(port, &[backend], true);
+    mesh.wait_ready(port).await;
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(s).await.unwrap();
+    tokio::spawn(conn);
+    (mesh, client)
+}
+
+fn request(method: &str, path: &str) -> Request<()> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://shop{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// Reads a response body whole, giving the window back as it goes.
+async fn read_all(body: &mut RecvStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        all.extend_from_slice(&chunk);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_streams_while_the_response_does() {
+    let (backend, _) = h2_backend().await;
+    let (_mesh, client) = proxy_to(backend).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, mut tx) = client
+        .send_request(request("POST", "/echo"), false)
+        .unwrap();
+    // The response head comes back before the request body has ended.
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut rx = resp.into_body();
+    for word in ["one", "two", "three"] {
+        tx.send_data(Bytes::from(word), false).unwrap();
+        let mut got = Vec::new();
+        while got.len() < word.len() {
+            let chunk = rx.data().await.unwrap().unwrap();
+            let _ = rx.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, word.as_bytes());
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-words", "3".parse().unwrap());
+    tx.send_trailers(trailers).unwrap();
+    assert!(rx.data().await.is_none());
+    let t = rx.trailers().await.unwrap().expect("trailers");
+    assert_eq!(t["x-words"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_larger_than_the_windows_pass_both_ways() {
+    let (backend, conns) = h2_backend().await;
+    let (_mesh, client) = proxy_to(backend).await;
+    let mut client = client.ready().await.unwrap();
+
+    // Upload: more than the backend's 64 KiB window and the proxy's 2 MiB one.
+    let (resp, mut tx) = client
+        .send_request(request("POST", "/count"), false)
+        .unwrap();
+    let chunk = Bytes::from(vec![b'u'; 64 << 10]);
+    for _ in 0..BIG / chunk.len() {
+        tx.reserve_capacity(chunk.len());
+        while tx.capacity() < chunk.len() {
+            std::future::poll_fn(|cx| tx.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tx.send_data(chunk.clone(), false).unwrap();
+    }
+    tx.send_data(Bytes::new(), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    assert_eq!(read_all(&mut body).await, BIG.to_string().as_bytes());
+
+    // Download: the proxy gives its window back as the client reads.
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(request("GET", "/big"), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    assert_eq!(read_all(&mut body).await.len(), BIG);
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_sends_goaway_on_is_replaced() {
+    let (backend, conns) = h2_backend().await;
+    let (_mesh, client) = proxy_to(backend).await;
+    for path in ["/bye", "/next", "/again"] {
+        let mut client = client.clone().ready().await.unwrap();
+        let (resp, _) = client.send_request(request("GET", path), true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let mut body = resp.into_body();
+        assert_eq!(read_all(&mut body).await, b"ok", "{path}");
+    }
+    // `/bye`'s connection took no more streams after its GOAWAY.
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_a_503_that_says_so() {
+    let (backend, _) = h2_backend().await;
+    let (_mesh, client) = proxy_to(backend).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(request("GET", "/refuse"), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let mut body = resp.into_body();
+    let text = String::from_utf8(read_all(&mut body).await).unwrap();
+    assert!(text.contains("refused stream"), "{text}");
+}
