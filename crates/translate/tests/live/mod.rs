@@ -110,6 +110,9 @@ pub struct Live {
     /// What translate generated.
     pub generated: Generated,
     client: Client,
+    /// Sockets bound, never listening, that hold the dead instances' ports:
+    /// connecting there is refused, and no other test can take the port.
+    _dead: Vec<tokio::net::TcpSocket>,
 }
 
 /// Labels on a Deployment's pod template that shape its test backend.
@@ -150,14 +153,14 @@ impl Live {
 
         let mut backends = BTreeMap::new();
         let mut by_ip: HashMap<IpAddr, u16> = HashMap::new();
+        let mut dead = Vec::new();
         for i in &instances {
             let port = if i.labels.contains_key(DEAD_LABEL) {
-                // Bound then released: nothing listens there.
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let port = s.local_addr().unwrap().port();
+                dead.push(s);
+                port
             } else {
                 let slow = i
                     .labels
@@ -257,6 +260,7 @@ impl Live {
             backends,
             generated,
             client,
+            _dead: dead,
         };
         live.wait_ready().await;
         live
