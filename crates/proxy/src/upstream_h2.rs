@@ -108,9 +108,19 @@ impl H2Pool {
         &self.settings
     }
 
-    fn cached(&self, endpoint: SocketAddr) -> Option<H2Conn> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.get(&endpoint).filter(|c| !c.is_closed()).cloned()
+    /// The endpoint's open connection, counted as used by one more request.
+    /// The request that reaches `max_requests` takes it out of the pool:
+    /// later ones get a new connection, and this one closes when its
+    /// streams end.
+    fn checkout(&self, endpoint: SocketAddr) -> Option<H2Conn> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = conns.get(&endpoint).filter(|c| !c.is_closed())?.clone();
+        if let Some(max) = self.settings.max_requests
+            && conn.uses.bump() >= max
+        {
+            conns.remove(&endpoint);
+        }
+        Some(conn)
     }
 
     fn forget(&self, endpoint: SocketAddr, id: u64) {
@@ -121,17 +131,29 @@ impl H2Pool {
     }
 
     /// Sends `req` (absolute URI, HTTP/2 version) on the endpoint's
-    /// connection. A connection that turned out to be going away before
-    /// the stream opened is replaced once: nothing was sent on it.
+    /// connection. A connection found closed or going away (GOAWAY) before
+    /// the stream opened is replaced once: nothing was sent on it. Streams
+    /// over the server's `MAX_CONCURRENT_STREAMS` wait inside `h2` until
+    /// one ends; the cluster's breakers bound how many requests wait.
     pub async fn send(
         self: &Arc<Self>,
         endpoint: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<Response<H2Body>, UpstreamError> {
+        if req.method() == http::Method::CONNECT {
+            // Tunnels go over HTTP/1.1 upstreams; extended CONNECT is not offered.
+            return Err(UpstreamError::Request(
+                "CONNECT to an HTTP/2 upstream is not supported".into(),
+            ));
+        }
         let (mut parts, body) = req.into_parts();
         crate::http::headers::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(len) = body.size_hint().exact()
-            && (len != 0 || !matches!(parts.method, http::Method::GET | http::Method::HEAD))
+            && (len != 0
+                || !matches!(
+                    parts.method,
+                    http::Method::GET | http::Method::HEAD | http::Method::DELETE
+                ))
         {
             parts
                 .headers
@@ -141,15 +163,17 @@ impl H2Pool {
         let mut head = Request::from_parts(parts, ());
         let mut replaced = false;
         let (conn, response, stream) = loop {
-            let conn = match self.cached(endpoint) {
+            let conn = match self.checkout(endpoint) {
                 Some(c) => c,
                 None => self.connect(endpoint).await?,
             };
             match open_stream(&conn, head, body.is_end_stream()).await {
                 Ok((response, stream)) => break (conn, response, stream),
                 Err((e, unsent)) => {
-                    conn.closed.store(true, Ordering::Relaxed);
-                    self.forget(endpoint, conn.id);
+                    if e.is_go_away() || e.is_io() || unsent.is_some() {
+                        conn.closed.store(true, Ordering::Relaxed);
+                        self.forget(endpoint, conn.id);
+                    }
                     match unsent {
                         Some(unsent) if !replaced => {
                             replaced = true;
@@ -161,13 +185,6 @@ impl H2Pool {
             }
         };
         conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
-        if let Some(max) = self.settings.max_requests
-            && conn.uses.bump() >= max
-        {
-            // Its last request: new requests get a new connection, and this
-            // one closes when its streams end.
-            self.forget(endpoint, conn.id);
-        }
         let pump = (!body.is_end_stream()).then(|| Pump::new(stream, body));
         let resp = Exchange { pump, response }.await.map_err(request_error)?;
         let mut resp = resp.map(|recv| H2Body {
@@ -224,10 +241,20 @@ impl H2Pool {
         {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
             // Another request may have connected meanwhile: use one connection.
-            if let Some(existing) = conns.get(&endpoint).filter(|c| !c.is_closed()) {
-                return Ok(existing.clone());
+            if conns.get(&endpoint).is_some_and(|c| !c.is_closed()) {
+                drop(conns);
+                if let Some(existing) = self.checkout(endpoint) {
+                    return Ok(existing);
+                }
+                conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
             }
-            conns.insert(endpoint, conn.clone());
+            if self
+                .settings
+                .max_requests
+                .is_none_or(|max| conn.uses.bump() < max)
+            {
+                conns.insert(endpoint, conn.clone());
+            }
         }
         self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
         Ok(conn)
@@ -264,9 +291,9 @@ impl H2Pool {
     }
 }
 
-/// Opens a stream for `head` once the connection takes one more. When
-/// the connection refuses before that (closed, GOAWAY), nothing was sent
-/// and the head comes back for another connection.
+/// Opens a stream for `head`. When the connection is found closed or
+/// going away (GOAWAY) first, nothing was sent and the head comes back
+/// for another connection.
 async fn open_stream(
     conn: &H2Conn,
     head: Request<()>,
@@ -308,11 +335,20 @@ impl Future for Exchange {
 }
 
 /// Copies a request body into its stream: data as it comes, then trailers
-/// or the end of the stream. After the first chunk it waits for flow-control
-/// capacity before reading more, so a slow upstream slows the client.
+/// or the end of the stream.
+///
+/// The first chunk goes out at once (`h2` buffers it until the window
+/// allows), so it leaves with the HEADERS. Each later chunk is read first
+/// and then waits for stream capacity, so a slow upstream slows the
+/// client; capacity is only ever claimed with a chunk in hand, never while
+/// waiting on the body (a claim held by an idle stream can stall the other
+/// streams of the connection: hyperium/hyper#4003).
 struct Pump {
     tx: SendStream<Bytes>,
     body: ProxyBody,
+    /// A chunk read from the body, waiting for capacity (and whether it
+    /// ends the body).
+    held: Option<(Bytes, bool)>,
     sent_any: bool,
 }
 
@@ -321,6 +357,7 @@ impl Pump {
         Pump {
             tx,
             body,
+            held: None,
             sent_any: false,
         }
     }
@@ -329,16 +366,22 @@ impl Pump {
     /// then carries the error).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.sent_any {
-                self.tx.reserve_capacity(1);
-                if self.tx.capacity() == 0 {
+            if self.tx.poll_reset(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if let Some((_, end)) = &self.held {
+                let end = *end;
+                while self.tx.capacity() == 0 {
                     match ready!(self.tx.poll_capacity(cx)) {
-                        Some(Ok(_)) => continue,
+                        Some(Ok(_)) => {}
                         Some(Err(_)) | None => return Poll::Ready(()),
                     }
-                } else if self.tx.poll_reset(cx).is_ready() {
+                }
+                let (data, _) = self.held.take().unwrap_or_default();
+                if self.tx.send_data(data, end).is_err() || end {
                     return Poll::Ready(());
                 }
+                continue;
             }
             let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
@@ -347,7 +390,11 @@ impl Pump {
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "request body failed; resetting the stream");
-                    self.tx.send_reset(h2::Reason::CANCEL);
+                    let reason = e
+                        .downcast_ref::<h2::Error>()
+                        .and_then(h2::Error::reason)
+                        .unwrap_or(h2::Reason::INTERNAL_ERROR);
+                    self.tx.send_reset(reason);
                     return Poll::Ready(());
                 }
                 Some(Ok(frame)) => frame,
@@ -358,14 +405,24 @@ impl Pump {
                     if data.is_empty() && !end {
                         continue;
                     }
-                    if self.tx.send_data(data, end).is_err() || end {
-                        return Poll::Ready(());
+                    if data.is_empty() || !self.sent_any {
+                        // An end marker needs no capacity; the first chunk
+                        // goes with the HEADERS.
+                        self.sent_any = true;
+                        if self.tx.send_data(data, end).is_err() || end {
+                            return Poll::Ready(());
+                        }
+                        continue;
                     }
-                    self.sent_any = true;
+                    self.tx.reserve_capacity(1);
+                    self.held = Some((data, end));
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        let _ = self.tx.send_trailers(trailers);
+                        self.tx.reserve_capacity(0);
+                        if self.tx.send_trailers(trailers).is_err() {
+                            self.tx.send_reset(h2::Reason::CANCEL);
+                        }
                         return Poll::Ready(());
                     }
                 }

@@ -89,7 +89,7 @@ async fn serve(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
 
 /// A proxy whose listener sends everything to `backend` over HTTP/2, and
 /// an h2c client connection to it.
-async fn proxy_to(backend: u16) -> (Mesh, h2::client::SendRequest<Bytes>) {
+async fn proxy_to(backend: u16) -> (Mesh, u16, h2::client::SendRequest<Bytes>) {
     let mesh = Mesh::start().await;
     let port = free_port();
     mesh.serve_http(port, &[backend], true);
@@ -99,7 +99,7 @@ async fn proxy_to(backend: u16) -> (Mesh, h2::client::SendRequest<Bytes>) {
         .unwrap();
     let (client, conn) = h2::client::handshake(s).await.unwrap();
     tokio::spawn(conn);
-    (mesh, client)
+    (mesh, port, client)
 }
 
 fn request(method: &str, path: &str) -> Request<()> {
@@ -124,7 +124,7 @@ async fn read_all(body: &mut RecvStream) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_body_streams_while_the_response_does() {
     let (backend, _) = h2_backend().await;
-    let (_mesh, client) = proxy_to(backend).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
     let mut client = client.ready().await.unwrap();
     let (resp, mut tx) = client
         .send_request(request("POST", "/echo"), false)
@@ -154,7 +154,7 @@ async fn request_body_streams_while_the_response_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_larger_than_the_windows_pass_both_ways() {
     let (backend, conns) = h2_backend().await;
-    let (_mesh, client) = proxy_to(backend).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
     let mut client = client.ready().await.unwrap();
 
     // Upload: more than the backend's 64 KiB window and the proxy's 2 MiB one.
@@ -187,7 +187,7 @@ async fn bodies_larger_than_the_windows_pass_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_upstream_sends_goaway_on_is_replaced() {
     let (backend, conns) = h2_backend().await;
-    let (_mesh, client) = proxy_to(backend).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
     for path in ["/bye", "/next", "/again"] {
         let mut client = client.clone().ready().await.unwrap();
         let (resp, _) = client.send_request(request("GET", path), true).unwrap();
@@ -203,7 +203,7 @@ async fn a_connection_the_upstream_sends_goaway_on_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_is_a_503_that_says_so() {
     let (backend, _) = h2_backend().await;
-    let (_mesh, client) = proxy_to(backend).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
     let mut client = client.ready().await.unwrap();
     let (resp, _) = client
         .send_request(request("GET", "/refuse"), true)
@@ -213,4 +213,24 @@ async fn a_refused_stream_is_a_503_that_says_so() {
     let mut body = resp.into_body();
     let text = String::from_utf8(read_all(&mut body).await).unwrap();
     assert!(text.contains("refused stream"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn te_in_any_case_reaches_an_http2_upstream_on_the_same_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (backend, conns) = h2_backend().await;
+    let (_mesh, port, _) = proxy_to(backend).await;
+    for te in ["trailers", "Trailers", "TRAILERS, gzip"] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let req = format!("GET /x HTTP/1.1\r\nhost: shop\r\nte: {te}\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200"), "te: {te}\n{got}");
+        assert!(got.contains("\r\nok\r\n"), "te: {te}\n{got}");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
 }

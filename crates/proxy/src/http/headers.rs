@@ -75,7 +75,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// `te` keeps only `trailers` (what gRPC sends); a lone `te: trailers`,
-/// the common case, is left in place.
+/// the common case, is left in place. Any other spelling is rewritten in
+/// lower case: HTTP/2 accepts `te` only with exactly that value.
 fn strip_te(headers: &mut HeaderMap) {
     let mut values = headers.get_all(header::TE).iter();
     let (first, more) = (values.next(), values.next().is_some());
@@ -83,7 +84,7 @@ fn strip_te(headers: &mut HeaderMap) {
         // `Connection: te` removed it.
         return;
     };
-    if !more && first.as_bytes().eq_ignore_ascii_case(b"trailers") {
+    if !more && first.as_bytes() == b"trailers" {
         return;
     }
     let te_trailers = headers
@@ -211,7 +212,8 @@ mod tests {
             got
         };
         assert_eq!(te(&["trailers"], None), ["trailers"], "gRPC's, as it is");
-        assert_eq!(te(&["Trailers"], None), ["Trailers"]);
+        // HTTP/2 takes only the exact lower-case value.
+        assert_eq!(te(&["Trailers"], None), ["trailers"]);
         assert_eq!(te(&["gzip", "trailers"], None), ["trailers"]);
         assert_eq!(te(&["gzip"], None), [] as [HeaderValue; 0]);
         assert_eq!(te(&["trailers"], Some("te")), [] as [HeaderValue; 0]);
