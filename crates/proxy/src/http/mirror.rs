@@ -155,8 +155,8 @@ impl Body for Tee {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 let msg = |f: &Frame<Bytes>| match (f.data_ref(), f.trailers_ref()) {
@@ -167,6 +167,14 @@ impl Body for Tee {
                 // A full or closed queue drops that mirror (its body then fails).
                 this.senders
                     .retain(|s| msg(frame).is_none_or(|m| s.try_send(m).is_ok()));
+                // A reader that knows the body is whole stops polling here
+                // (content-length reached): end the copies now, or they
+                // would be abandoned when the primary's body is dropped.
+                if this.inner.is_end_stream() {
+                    for s in this.senders.drain(..) {
+                        let _ = s.try_send(Msg::End);
+                    }
+                }
             }
             Poll::Ready(None) => {
                 for s in this.senders.drain(..) {
@@ -227,6 +235,22 @@ impl Body for MirrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_copy_ends_when_the_primary_is_read_only_to_its_known_end() {
+        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
+        let mut tee = Tee {
+            inner: body::full("payload"),
+            senders: vec![tx],
+        };
+        // Read as the HTTP/1.1 pool does: stop once the body says it is whole.
+        while !tee.is_end_stream() {
+            tee.frame().await.unwrap().unwrap();
+        }
+        drop(tee);
+        let copy = MirrorBody { rx, ended: false }.collect().await;
+        assert_eq!(copy.unwrap().to_bytes(), "payload");
+    }
 
     #[test]
     fn shadow_hosts() {
