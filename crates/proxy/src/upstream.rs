@@ -19,9 +19,10 @@ use crate::circuit::{Breakers, Overflow};
 use crate::model::cluster::ClusterModel;
 use crate::tls::PeerPrincipal;
 use crate::tls::client::{Transports, UpstreamTls};
+use crate::upstream_conn::PoolSettings;
+use crate::upstream_h1::H1Pool;
 pub use crate::upstream_h1::UpstreamBody;
-use crate::upstream_h1::{H1Pool, H1Settings};
-use crate::upstream_h2::{H2Pool, H2Settings};
+use crate::upstream_h2::H2Pool;
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,24 +76,17 @@ impl ClusterPools {
         breakers: Arc<Breakers>,
         tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
-        let http1 = H1Pool::new(H1Settings {
+        let settings = PoolSettings {
             connect_timeout: model.connect_timeout,
             idle_timeout: model.idle_timeout,
             keepalive: model.policy.keepalive.clone(),
             max_requests: model.policy.max_requests_per_connection,
             tls: tls.clone(),
-            breakers: breakers.clone(),
-        });
+            breakers,
+        };
         ClusterPools {
-            http1,
-            http2: Arc::new(H2Pool::new(H2Settings {
-                connect_timeout: model.connect_timeout,
-                idle_timeout: model.idle_timeout,
-                keepalive: model.policy.keepalive.clone(),
-                max_requests: model.policy.max_requests_per_connection,
-                tls: tls.clone(),
-                breakers,
-            })),
+            http1: H1Pool::new(settings.clone()),
+            http2: Arc::new(H2Pool::new(settings)),
             transports: Arc::new(Transports::new(if tls.is_some() {
                 Default::default()
             } else {

@@ -1,4 +1,4 @@
-//! Pieces shared by the upstream pools: a connection's request counter
+//! Pieces shared by the upstream pools: their settings, a connection's request counter
 //! (to retire it after `max_requests_per_connection`), the I/O wrapper that
 //! holds the cluster breakers' connection count for as long as the socket
 //! lives (also through an HTTP/1.1 upgrade), and TCP keepalive.
@@ -7,12 +7,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 
-use crate::circuit::ConnectionPermit;
+use crate::circuit::{Breakers, ConnectionPermit};
 use crate::model::cluster_policy::Keepalive;
-use crate::tls::client::UpstreamIo;
+use crate::tls::client::{UpstreamIo, UpstreamTls};
+
+/// How one cluster's connections (HTTP/1.1 or HTTP/2) are made and kept.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Bound on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Connections idle this long are closed (HTTP/2: dropped from the
+    /// pool, closing when their last stream ends).
+    pub idle_timeout: Duration,
+    /// TCP keepalive of the cluster (DestinationRule `tcpKeepalive`).
+    pub keepalive: Option<Keepalive>,
+    /// Requests per connection before it is retired.
+    pub max_requests: Option<u32>,
+    /// TLS for every connection (`None`: plaintext).
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// The cluster's breakers: each connection holds a permit.
+    pub breakers: Arc<Breakers>,
+}
 
 /// Requests sent on one connection so far.
 #[derive(Clone, Debug, Default)]

@@ -33,12 +33,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::Builder;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::circuit::{Breakers, ConnectionPermit};
-use crate::model::cluster_policy::Keepalive;
+use crate::circuit::ConnectionPermit;
 use crate::tls::PeerPrincipal;
-use crate::tls::client::{UpstreamIo, UpstreamTls};
+use crate::tls::client::UpstreamIo;
 use crate::upstream::UpstreamError;
-use crate::upstream_conn::{PermitIo, set_keepalive};
+use crate::upstream_conn::{PermitIo, PoolSettings, set_keepalive};
 use crate::upstream_h1_codec::{
     BodyEnd, CodecError, Gather, Gathered, H1Body, H1Conn, Head, gather,
 };
@@ -46,23 +45,6 @@ use crate::upstream_h2::H2Body;
 
 /// Idle connections kept per endpoint at most (more are closed).
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
-
-/// How one cluster's HTTP/1.1 connections are made and kept.
-#[derive(Debug)]
-pub struct H1Settings {
-    /// Bound on TCP connect plus TLS handshake.
-    pub connect_timeout: Duration,
-    /// Idle connections older than this are closed.
-    pub idle_timeout: Duration,
-    /// TCP keepalive of the cluster.
-    pub keepalive: Option<Keepalive>,
-    /// Requests per connection before it is retired.
-    pub max_requests: Option<u32>,
-    /// TLS for every connection (`None`: plaintext).
-    pub tls: Option<Arc<UpstreamTls>>,
-    /// The cluster's breakers (connection counts).
-    pub breakers: Arc<Breakers>,
-}
 
 struct IdleConn {
     conn: H1Conn,
@@ -79,7 +61,7 @@ struct Idle {
 
 /// The per-endpoint HTTP/1.1 pool; share as `Arc<H1Pool>`.
 pub struct H1Pool {
-    settings: H1Settings,
+    settings: PoolSettings,
     idle: Mutex<Idle>,
 }
 
@@ -93,7 +75,7 @@ impl std::fmt::Debug for H1Pool {
 
 impl H1Pool {
     /// An empty pool.
-    pub fn new(settings: H1Settings) -> Arc<Self> {
+    pub fn new(settings: PoolSettings) -> Arc<Self> {
         Arc::new(H1Pool {
             settings,
             idle: Mutex::default(),

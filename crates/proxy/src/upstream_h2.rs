@@ -24,12 +24,9 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::circuit::Breakers;
-use crate::model::cluster_policy::Keepalive;
 use crate::tls::PeerPrincipal;
-use crate::tls::client::UpstreamTls;
 use crate::upstream::UpstreamError;
-use crate::upstream_conn::{ConnUses, set_keepalive};
+use crate::upstream_conn::{ConnUses, PoolSettings, set_keepalive};
 
 /// Flow-control windows and limits, as hyper's client had them: a 2 MiB
 /// stream window and a 5 MiB connection window keep a fast backend from
@@ -41,28 +38,11 @@ const MAX_SEND_BUFFER: usize = 1 << 20;
 /// Streams opened before the server's SETTINGS say how many it takes.
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
-/// How an [`H2Pool`] connects and when it lets connections go.
-#[derive(Debug)]
-pub struct H2Settings {
-    /// Limit on TCP connect (and TLS handshake).
-    pub connect_timeout: Duration,
-    /// A connection unused this long is dropped from the pool.
-    pub idle_timeout: Duration,
-    /// TCP keepalive probing (DestinationRule `tcpKeepalive`).
-    pub keepalive: Option<Keepalive>,
-    /// Requests after which a connection takes no more.
-    pub max_requests: Option<u32>,
-    /// TLS for every connection (plaintext when `None`).
-    pub tls: Option<Arc<UpstreamTls>>,
-    /// The cluster's breakers: each connection holds a permit.
-    pub breakers: Arc<Breakers>,
-}
-
 /// One HTTP/2 connection per endpoint, reconnected when it closes and
 /// dropped when idle.
 #[derive(Debug)]
 pub struct H2Pool {
-    settings: H2Settings,
+    settings: PoolSettings,
     conns: Mutex<HashMap<SocketAddr, H2Conn>>,
 }
 
@@ -96,7 +76,7 @@ fn request_error(e: h2::Error) -> UpstreamError {
 
 impl H2Pool {
     /// An empty pool.
-    pub fn new(settings: H2Settings) -> Self {
+    pub fn new(settings: PoolSettings) -> Self {
         H2Pool {
             settings,
             conns: Mutex::default(),
@@ -104,7 +84,7 @@ impl H2Pool {
     }
 
     /// The pool's settings.
-    pub fn settings(&self) -> &H2Settings {
+    pub fn settings(&self) -> &PoolSettings {
         &self.settings
     }
 
