@@ -69,9 +69,17 @@ fn now_ms(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
+/// The error of a failed stream. The retry policy's `refused-stream` looks
+/// for the reason's name. A stream the server's GOAWAY left out (above the
+/// last one it processed) never reached the application: it counts as
+/// refused, as nghttp2 (and so Envoy) reports it, so it may be retried.
 fn request_error(e: h2::Error) -> UpstreamError {
-    // The retry policy's `refused-stream` looks for the reason's name.
-    UpstreamError::Request(format!("HTTP/2: {e} ({:?})", e.reason()))
+    let reason = if e.is_go_away() && e.is_remote() {
+        Some(h2::Reason::REFUSED_STREAM)
+    } else {
+        e.reason()
+    };
+    UpstreamError::Request(format!("HTTP/2: {e} ({reason:?})"))
 }
 
 impl H2Pool {

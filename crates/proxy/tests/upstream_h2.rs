@@ -13,6 +13,7 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, Request, Response};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIG: usize = 3 << 20;
 
@@ -217,7 +218,6 @@ async fn a_refused_stream_is_a_503_that_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn te_in_any_case_reaches_an_http2_upstream_on_the_same_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (backend, conns) = h2_backend().await;
     let (_mesh, port, _) = proxy_to(backend).await;
     for te in ["trailers", "Trailers", "TRAILERS, gzip"] {
@@ -233,4 +233,75 @@ async fn te_in_any_case_reaches_an_http2_upstream_on_the_same_connection() {
         assert!(got.contains("\r\nok\r\n"), "te: {te}\n{got}");
     }
     assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
+}
+
+/// An HTTP/2 server written frame by frame: on its one connection it waits
+/// for two streams, then sends GOAWAY saying it processed only the first,
+/// and answers that one (`:status: 200`, no body). `first_seen` fires when
+/// the first stream's HEADERS arrive.
+async fn goaway_server(first_seen: tokio::sync::oneshot::Sender<()>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).await.unwrap();
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let mut first_seen = Some(first_seen);
+        let mut streams = Vec::new();
+        while streams.len() < 2 {
+            let mut head = [0u8; 9];
+            s.read_exact(&mut head).await.unwrap();
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            match head[3] {
+                // SETTINGS (not an ACK): acknowledge.
+                4 if head[4] & 1 == 0 => s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
+                // HEADERS.
+                1 => {
+                    streams.push(id);
+                    if let Some(tx) = first_seen.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let first = streams[0].to_be_bytes();
+        let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+        goaway.extend_from_slice(&first);
+        goaway.extend_from_slice(&[0, 0, 0, 0]);
+        // HEADERS, END_STREAM | END_HEADERS, `:status: 200` (static index 8).
+        let mut answer = vec![0, 0, 1, 1, 5];
+        answer.extend_from_slice(&first);
+        answer.push(0x88);
+        s.write_all(&[goaway, answer].concat()).await.unwrap();
+        let mut sink = [0u8; 1024];
+        while s.read(&mut sink).await.unwrap_or(0) > 0 {}
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_a_goaway_left_out_is_refused() {
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let backend = goaway_server(seen_tx).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    let mut first = client.clone().ready().await.unwrap();
+    let (first, _) = first.send_request(request("GET", "/first"), true).unwrap();
+    seen_rx.await.unwrap();
+    let mut second = client.ready().await.unwrap();
+    let (second, _) = second
+        .send_request(request("GET", "/second"), true)
+        .unwrap();
+    assert_eq!(first.await.unwrap().status(), 200);
+    // Never processed upstream: refused, so `retryOn: refused-stream` may
+    // send it again; here (no retry policy) the client sees why.
+    let resp = second.await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let mut body = resp.into_body();
+    let text = String::from_utf8(read_all(&mut body).await).unwrap();
+    assert!(text.contains("refused stream"), "{text}");
 }
