@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -38,12 +38,14 @@ const MAX_SEND_BUFFER: usize = 1 << 20;
 /// Streams opened before the server's SETTINGS say how many it takes.
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
-/// One HTTP/2 connection per endpoint, reconnected when it closes and
-/// dropped when idle.
+/// Multiplexed HTTP/2 connections per endpoint: requests share the first
+/// one with a free stream; when every one carries as many streams as its
+/// server allows (`MAX_CONCURRENT_STREAMS`), another is made, as Envoy
+/// does. Connections are replaced when they close and dropped when idle.
 #[derive(Debug)]
 pub struct H2Pool {
     settings: PoolSettings,
-    conns: Mutex<HashMap<SocketAddr, H2Conn>>,
+    conns: Mutex<HashMap<SocketAddr, Vec<H2Conn>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +57,8 @@ struct H2Conn {
     epoch: Instant,
     id: u64,
     uses: ConnUses,
+    /// Streams open (or being opened) on it.
+    streams: Arc<AtomicUsize>,
     /// The server's verified identity (TLS).
     peer: Option<PeerPrincipal>,
 }
@@ -62,6 +66,29 @@ struct H2Conn {
 impl H2Conn {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Open, and below the server's limit on concurrent streams.
+    fn has_room(&self) -> bool {
+        !self.is_closed()
+            && self.streams.load(Ordering::Relaxed) < self.sender.current_max_send_streams()
+    }
+
+    /// Counts one more stream on the connection until the slot is dropped.
+    fn slot(&self) -> StreamSlot {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamSlot(self.streams.clone())
+    }
+}
+
+/// One stream's place on a connection, held by the response body (or
+/// until the exchange fails).
+#[derive(Debug)]
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,25 +123,41 @@ impl H2Pool {
         &self.settings
     }
 
-    /// The endpoint's open connection, counted as used by one more request.
-    /// The request that reaches `max_requests` takes it out of the pool:
-    /// later ones get a new connection, and this one closes when its
-    /// streams end.
-    fn checkout(&self, endpoint: SocketAddr) -> Option<H2Conn> {
+    /// A connection to `endpoint` with room for one more stream, and that
+    /// stream's slot. The request that reaches `max_requests` takes the
+    /// connection out of the pool: later ones get another, and this one
+    /// closes when its streams end.
+    fn checkout(&self, endpoint: SocketAddr) -> Option<(H2Conn, StreamSlot)> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = conns.get(&endpoint).filter(|c| !c.is_closed())?.clone();
+        let list = conns.get_mut(&endpoint)?;
+        list.retain(|c| !c.is_closed());
+        let taken = self.take_room(list);
+        if list.is_empty() {
+            conns.remove(&endpoint);
+        }
+        taken
+    }
+
+    /// The first connection of `list` with room, its slot taken.
+    fn take_room(&self, list: &mut Vec<H2Conn>) -> Option<(H2Conn, StreamSlot)> {
+        let i = list.iter().position(H2Conn::has_room)?;
+        let conn = list[i].clone();
+        let slot = conn.slot();
         if let Some(max) = self.settings.max_requests
             && conn.uses.bump() >= max
         {
-            conns.remove(&endpoint);
+            list.remove(i);
         }
-        Some(conn)
+        Some((conn, slot))
     }
 
     fn forget(&self, endpoint: SocketAddr, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns.get(&endpoint).is_some_and(|c| c.id == id) {
-            conns.remove(&endpoint);
+        if let Some(list) = conns.get_mut(&endpoint) {
+            list.retain(|c| c.id != id);
+            if list.is_empty() {
+                conns.remove(&endpoint);
+            }
         }
     }
 
@@ -150,13 +193,13 @@ impl H2Pool {
         }
         let mut head = Request::from_parts(parts, ());
         let mut replaced = false;
-        let (conn, response, stream) = loop {
-            let conn = match self.checkout(endpoint) {
+        let (conn, slot, response, stream) = loop {
+            let (conn, slot) = match self.checkout(endpoint) {
                 Some(c) => c,
                 None => self.connect(endpoint).await?,
             };
             match open_stream(&conn, head, body.is_end_stream()).await {
-                Ok((response, stream)) => break (conn, response, stream),
+                Ok((response, stream)) => break (conn, slot, response, stream),
                 Err((e, unsent)) => {
                     if e.is_go_away() || e.is_io() || unsent.is_some() {
                         conn.closed.store(true, Ordering::Relaxed);
@@ -178,6 +221,7 @@ impl H2Pool {
         let mut resp = resp.map(|recv| H2Body {
             recv,
             data_done: false,
+            _slot: slot,
         });
         if let Some(p) = conn.peer {
             resp.extensions_mut().insert(p);
@@ -185,7 +229,13 @@ impl H2Pool {
         Ok(resp)
     }
 
-    async fn connect(self: &Arc<Self>, endpoint: SocketAddr) -> Result<H2Conn, UpstreamError> {
+    /// Makes a connection to `endpoint` and takes a stream slot on the
+    /// first of its connections with room (the new one, unless another
+    /// request's connection or stream ended meanwhile).
+    async fn connect(
+        self: &Arc<Self>,
+        endpoint: SocketAddr,
+    ) -> Result<(H2Conn, StreamSlot), UpstreamError> {
         let s = &self.settings;
         let permit = s.breakers.connection(s.connect_timeout).await?;
         let (stream, peer) =
@@ -224,32 +274,29 @@ impl H2Pool {
             epoch,
             id: rand::random(),
             uses: ConnUses::default(),
+            streams: Arc::default(),
             peer,
         };
-        {
+        let taken = {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            // Another request may have connected meanwhile: use one connection.
-            if conns.get(&endpoint).is_some_and(|c| !c.is_closed()) {
-                drop(conns);
-                if let Some(existing) = self.checkout(endpoint) {
-                    return Ok(existing);
-                }
-                conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            }
-            if self
-                .settings
-                .max_requests
-                .is_none_or(|max| conn.uses.bump() < max)
-            {
-                conns.insert(endpoint, conn.clone());
-            }
-        }
+            let list = conns.entry(endpoint).or_default();
+            // Connections made meanwhile may have room: the first with room
+            // takes the stream, and the new one waits in the pool for more.
+            list.push(conn.clone());
+            self.take_room(list)
+        };
         self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
-        Ok(conn)
+        let Some((conn, slot)) = taken else {
+            // Closed already, or the server allows no streams at all.
+            return Err(UpstreamError::Connect(format!(
+                "HTTP/2 connection to {endpoint} takes no streams"
+            )));
+        };
+        Ok((conn, slot))
     }
 
-    /// Forgets the connection once idle; it closes when its last in-flight
-    /// stream ends.
+    /// Forgets the connection once closed, or idle (no stream for the idle
+    /// timeout); dropped, it closes when its last stream ends.
     fn reap_when_idle(
         self: &Arc<Self>,
         endpoint: SocketAddr,
@@ -265,14 +312,20 @@ impl H2Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let idle_for = now_ms(epoch).saturating_sub(last_used.load(Ordering::Relaxed));
                 let mut conns = pool.conns.lock().unwrap_or_else(|p| p.into_inner());
-                match conns.get(&endpoint) {
-                    Some(c) if c.id == id => {
-                        if c.is_closed() || Duration::from_millis(idle_for) >= idle {
-                            conns.remove(&endpoint);
-                            return;
-                        }
+                let Some(list) = conns.get_mut(&endpoint) else {
+                    return;
+                };
+                let Some(i) = list.iter().position(|c| c.id == id) else {
+                    return;
+                };
+                let c = &list[i];
+                let busy = c.streams.load(Ordering::Relaxed) > 0;
+                if c.is_closed() || (!busy && Duration::from_millis(idle_for) >= idle) {
+                    list.remove(i);
+                    if list.is_empty() {
+                        conns.remove(&endpoint);
                     }
-                    _ => return,
+                    return;
                 }
             }
         });
@@ -434,6 +487,7 @@ impl Future for Pump {
 pub struct H2Body {
     recv: RecvStream,
     data_done: bool,
+    _slot: StreamSlot,
 }
 
 impl Body for H2Body {

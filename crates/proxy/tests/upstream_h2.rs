@@ -305,3 +305,68 @@ async fn a_stream_a_goaway_left_out_is_refused() {
     let text = String::from_utf8(read_all(&mut body).await).unwrap();
     assert!(text.contains("refused stream"), "{text}");
 }
+
+/// An HTTP/2 backend that takes one stream per connection; each `/hold`
+/// is answered once two have arrived (over all its connections), or after
+/// 5 s. Returns its port and a count of its connections.
+async fn one_stream_backend() -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    let both = Arc::new(tokio::sync::Barrier::new(2));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let both = both.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::Builder::new()
+                    .max_concurrent_streams(1)
+                    .handshake::<_, Bytes>(s)
+                    .await
+                    .unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let both = both.clone();
+                    tokio::spawn(async move {
+                        if req.uri().path() == "/hold" {
+                            let wait = std::time::Duration::from_secs(5);
+                            let _ = tokio::time::timeout(wait, both.wait()).await;
+                        }
+                        let mut tx = respond.send_response(Response::new(()), false).unwrap();
+                        tx.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                    });
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+/// A GET through `client`: status and body.
+async fn get(client: h2::client::SendRequest<Bytes>, path: &str) -> (u16, Vec<u8>) {
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(request("GET", path), true).unwrap();
+    let resp = resp.await.unwrap();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    (status, read_all(&mut body).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connection_opens_when_streams_are_at_the_servers_limit() {
+    let (backend, conns) = one_stream_backend().await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    // Answered: the proxy has read the server's SETTINGS (one stream).
+    assert_eq!(get(client.clone(), "/warm").await, (200, b"ok".to_vec()));
+    // Two at once: the backend answers neither before both have arrived.
+    let a = tokio::spawn(get(client.clone(), "/hold"));
+    let b = tokio::spawn(get(client, "/hold"));
+    assert_eq!(a.await.unwrap(), (200, b"ok".to_vec()));
+    assert_eq!(b.await.unwrap(), (200, b"ok".to_vec()));
+    // Two, or three when `/warm`'s stream was still closing as both began.
+    assert!(
+        conns.load(Ordering::SeqCst) >= 2,
+        "a second upstream connection"
+    );
+}
