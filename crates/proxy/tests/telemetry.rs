@@ -86,6 +86,25 @@ fn inbound(mut l: Listener) -> Listener {
     l
 }
 
+/// A proxy's first `istio_requests_total` line and all its metrics, once
+/// there: a request is recorded just after its response is written, so a
+/// proxy further along the chain (or the client) may finish first.
+async fn requests_line(mesh: &Mesh) -> (String, String) {
+    for _ in 0..200 {
+        let (_, metrics) = http_get(mesh.proxy.stats_addr, "/stats/prometheus")
+            .await
+            .unwrap();
+        if let Some(line) = metrics
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{"))
+        {
+            return (line.to_string(), metrics);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the proxy never reported the request");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_and_destination_proxies_learn_each_other() {
     let app = http_backend("shipping").await;
@@ -168,13 +187,7 @@ async fn source_and_destination_proxies_learn_each_other() {
         "the app never sees the exchange headers: {body}"
     );
 
-    let (_, client_metrics) = http_get(client.proxy.stats_addr, "/stats/prometheus")
-        .await
-        .unwrap();
-    let line = client_metrics
-        .lines()
-        .find(|l| l.starts_with("istio_requests_total{"))
-        .expect("client reports the request");
+    let (line, _) = requests_line(&client).await;
     for label in [
         "reporter=\"source\"",
         "source_workload=\"order\"",
@@ -188,13 +201,7 @@ async fn source_and_destination_proxies_learn_each_other() {
     ] {
         assert!(line.contains(label), "missing {label} in {line}");
     }
-    let (_, server_metrics) = http_get(server.proxy.stats_addr, "/stats/prometheus")
-        .await
-        .unwrap();
-    let line = server_metrics
-        .lines()
-        .find(|l| l.starts_with("istio_requests_total{"))
-        .expect("server reports the request");
+    let (line, server_metrics) = requests_line(&server).await;
     for label in [
         "reporter=\"destination\"",
         "source_workload=\"order\"",
