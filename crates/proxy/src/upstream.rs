@@ -3,8 +3,8 @@
 //!
 //! - HTTP/1.1: a stack of idle keep-alive connections per endpoint
 //!   ([`crate::upstream_h1`]).
-//! - HTTP/2: one multiplexed connection per endpoint
-//!   ([`crate::upstream_h2`]). An
+//! - HTTP/2: multiplexed connections per endpoint, another when every one
+//!   is at its server's stream limit ([`crate::upstream_h2`]). An
 //!   intermediary must forward the original `:authority` (RFC 9113 8.3.1),
 //!   so the pool is keyed by endpoint address, never by the request URI.
 

@@ -1,5 +1,5 @@
-//! Upstream HTTP/2: one multiplexed connection per endpoint, driven
-//! straight on the `h2` crate.
+//! Upstream HTTP/2: multiplexed connections per endpoint, driven straight
+//! on the `h2` crate.
 //!
 //! Why not hyper's HTTP/2 client: it hands every request to a dispatch
 //! task over a channel and spawns two more tasks per request (one pipes
@@ -74,6 +74,15 @@ impl H2Conn {
             && self.streams.load(Ordering::Relaxed) < self.sender.current_max_send_streams()
     }
 
+    /// How long it has had no stream (zero while it has one).
+    fn idle_for(&self) -> Duration {
+        if self.streams.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.last_used.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms(self.epoch).saturating_sub(last))
+    }
+
     /// Counts one more stream on the connection until the slot is dropped.
     fn slot(&self) -> StreamSlot {
         self.streams.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +103,17 @@ impl Drop for StreamSlot {
 
 fn now_ms(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
+}
+
+/// Takes connection `id` out of the pool's list for `endpoint`, and the
+/// list out when it empties.
+fn remove_conn(conns: &mut HashMap<SocketAddr, Vec<H2Conn>>, endpoint: SocketAddr, id: u64) {
+    if let Some(list) = conns.get_mut(&endpoint) {
+        list.retain(|c| c.id != id);
+        if list.is_empty() {
+            conns.remove(&endpoint);
+        }
+    }
 }
 
 /// The error of a failed stream. The retry policy's `refused-stream` looks
@@ -153,19 +173,13 @@ impl H2Pool {
 
     fn forget(&self, endpoint: SocketAddr, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = conns.get_mut(&endpoint) {
-            list.retain(|c| c.id != id);
-            if list.is_empty() {
-                conns.remove(&endpoint);
-            }
-        }
+        remove_conn(&mut conns, endpoint, id);
     }
 
-    /// Sends `req` (absolute URI, HTTP/2 version) on the endpoint's
-    /// connection. A connection found closed or going away (GOAWAY) before
-    /// the stream opened is replaced once: nothing was sent on it. Streams
-    /// over the server's `MAX_CONCURRENT_STREAMS` wait inside `h2` until
-    /// one ends; the cluster's breakers bound how many requests wait.
+    /// Sends `req` (absolute URI, HTTP/2 version) on a connection to the
+    /// endpoint with room for its stream, made if none has. A connection
+    /// found closed or going away (GOAWAY) before the stream opened is
+    /// replaced once: nothing was sent on it.
     pub async fn send(
         self: &Arc<Self>,
         endpoint: SocketAddr,
@@ -266,12 +280,11 @@ impl H2Pool {
             }
             ended.store(true, Ordering::Relaxed);
         });
-        let epoch = Instant::now();
         let conn = H2Conn {
             sender,
             closed,
             last_used: Arc::new(AtomicU64::new(0)),
-            epoch,
+            epoch: Instant::now(),
             id: rand::random(),
             uses: ConnUses::default(),
             streams: Arc::default(),
@@ -285,7 +298,7 @@ impl H2Pool {
             list.push(conn.clone());
             self.take_room(list)
         };
-        self.reap_when_idle(endpoint, conn.id, conn.last_used.clone(), epoch);
+        self.reap_when_idle(endpoint, conn.id);
         let Some((conn, slot)) = taken else {
             // Closed already, or the server allows no streams at all.
             return Err(UpstreamError::Connect(format!(
@@ -297,34 +310,22 @@ impl H2Pool {
 
     /// Forgets the connection once closed, or idle (no stream for the idle
     /// timeout); dropped, it closes when its last stream ends.
-    fn reap_when_idle(
-        self: &Arc<Self>,
-        endpoint: SocketAddr,
-        id: u64,
-        last_used: Arc<AtomicU64>,
-        epoch: Instant,
-    ) {
+    fn reap_when_idle(self: &Arc<Self>, endpoint: SocketAddr, id: u64) {
         let pool = Arc::downgrade(self);
         let idle = self.settings.idle_timeout;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep((idle / 2).max(Duration::from_millis(50))).await;
                 let Some(pool) = pool.upgrade() else { return };
-                let idle_for = now_ms(epoch).saturating_sub(last_used.load(Ordering::Relaxed));
                 let mut conns = pool.conns.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(list) = conns.get_mut(&endpoint) else {
+                let Some(c) = conns
+                    .get(&endpoint)
+                    .and_then(|list| list.iter().find(|c| c.id == id))
+                else {
                     return;
                 };
-                let Some(i) = list.iter().position(|c| c.id == id) else {
-                    return;
-                };
-                let c = &list[i];
-                let busy = c.streams.load(Ordering::Relaxed) > 0;
-                if c.is_closed() || (!busy && Duration::from_millis(idle_for) >= idle) {
-                    list.remove(i);
-                    if list.is_empty() {
-                        conns.remove(&endpoint);
-                    }
+                if c.is_closed() || c.idle_for() >= idle {
+                    remove_conn(&mut conns, endpoint, id);
                     return;
                 }
             }
