@@ -178,10 +178,8 @@ async fn bodies_larger_than_the_windows_pass_both_ways() {
     assert_eq!(read_all(&mut body).await, BIG.to_string().as_bytes());
 
     // Download: the proxy gives its window back as the client reads.
-    let mut client = client.ready().await.unwrap();
-    let (resp, _) = client.send_request(request("GET", "/big"), true).unwrap();
-    let mut body = resp.await.unwrap().into_body();
-    assert_eq!(read_all(&mut body).await.len(), BIG);
+    let (status, body) = get(client, "/big").await;
+    assert_eq!((status, body.len()), (200, BIG));
     assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
 }
 
@@ -190,12 +188,11 @@ async fn a_connection_the_upstream_sends_goaway_on_is_replaced() {
     let (backend, conns) = h2_backend().await;
     let (_mesh, _, client) = proxy_to(backend).await;
     for path in ["/bye", "/next", "/again"] {
-        let mut client = client.clone().ready().await.unwrap();
-        let (resp, _) = client.send_request(request("GET", path), true).unwrap();
-        let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        let mut body = resp.into_body();
-        assert_eq!(read_all(&mut body).await, b"ok", "{path}");
+        assert_eq!(
+            get(client.clone(), path).await,
+            (200, b"ok".to_vec()),
+            "{path}"
+        );
     }
     // `/bye`'s connection took no more streams after its GOAWAY.
     assert_eq!(conns.load(Ordering::SeqCst), 2);
@@ -205,14 +202,9 @@ async fn a_connection_the_upstream_sends_goaway_on_is_replaced() {
 async fn a_refused_stream_is_a_503_that_says_so() {
     let (backend, _) = h2_backend().await;
     let (_mesh, _, client) = proxy_to(backend).await;
-    let mut client = client.ready().await.unwrap();
-    let (resp, _) = client
-        .send_request(request("GET", "/refuse"), true)
-        .unwrap();
-    let resp = resp.await.unwrap();
-    assert_eq!(resp.status(), 503);
-    let mut body = resp.into_body();
-    let text = String::from_utf8(read_all(&mut body).await).unwrap();
+    let (status, body) = get(client, "/refuse").await;
+    assert_eq!(status, 503);
+    let text = String::from_utf8(body).unwrap();
     assert!(text.contains("refused stream"), "{text}");
 }
 
