@@ -79,8 +79,14 @@ pub async fn serve(
             .max_header_list_size(max_header_bytes as u32)
             .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(Some(1024));
+        // Each poll's frames leave in one write (see write_batch).
+        let (io, flusher) = crate::write_batch::batched(io);
         let c = b.serve_connection(TokioIo::new(io), service);
-        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
+        let drain = |cx: &mut std::task::Context<'_>| {
+            // A failure is kept and fails the connection's next I/O call.
+            let _ = flusher.poll_drain(cx);
+        };
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, drain).await;
     } else {
         let fast = h1_server::FastLimits {
             head: h1_head::HeadLimits {
@@ -105,7 +111,7 @@ pub async fn serve(
         let c = b
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, |_| ()).await;
     }
 }
 
@@ -177,8 +183,9 @@ where
 }
 
 /// Runs a connection, shutting it down gracefully on drain or idleness.
-/// After each poll of the connection (its responses written), the
-/// exchanges that finished are recorded.
+/// After each poll of the connection, `write_out` sends what the poll
+/// produced (a batched connection's one write), then the exchanges that
+/// finished are recorded.
 async fn drive<C>(
     conn: C,
     ctx: &ProxyCtx,
@@ -186,6 +193,7 @@ async fn drive<C>(
     idle: Duration,
     last_words: &LastWords,
     deferred: &deferred::Deferred,
+    write_out: impl Fn(&mut std::task::Context<'_>),
 ) -> Result<(), hyper::Error>
 where
     C: Graceful,
@@ -198,6 +206,7 @@ where
     loop {
         let polled = std::future::poll_fn(|cx| {
             let res = conn.as_mut().poll(cx);
+            write_out(cx);
             deferred.flush();
             res
         });
