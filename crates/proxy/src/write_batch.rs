@@ -9,8 +9,9 @@
 //! task: [`Batched`] takes writes into a buffer and treats `poll_flush` as
 //! done, and the task calls [`Flusher::poll_drain`] after each poll of the
 //! connection. A write that would grow the buffer past [`LIMIT`] first
-//! drains it (back-pressure); a write of `LIMIT` bytes or more goes to the
-//! socket unbuffered, so bulk transfers are not copied.
+//! drains it (back-pressure); a write of [`DIRECT`] bytes or more (a full
+//! DATA frame) drains it and then goes to the socket unbuffered, so bulk
+//! transfers are not copied.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes held before a write drains them first.
 pub const LIMIT: usize = 64 * 1024;
+
+/// Writes this large go to the socket directly (after what is held).
+pub const DIRECT: usize = 16 * 1024;
 
 /// A buffer left larger than this after a drain is freed.
 const KEEP_CAPACITY: usize = 16 * 1024;
@@ -67,15 +71,16 @@ impl<S: AsyncWrite + Unpin> State<S> {
     }
 
     /// Makes room for `len` more bytes; `Ready(true)` when they should go
-    /// to the socket directly instead.
+    /// to the socket directly instead (everything held is written by then).
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
         if let Some(kind) = self.failed {
             return Poll::Ready(Err(kind.into()));
         }
-        if self.pending.len() + len > LIMIT {
+        let direct = len >= DIRECT;
+        if direct || self.pending.len() + len > LIMIT {
             ready!(self.poll_drain(cx))?;
         }
-        Poll::Ready(Ok(len >= LIMIT))
+        Poll::Ready(Ok(direct))
     }
 }
 
@@ -208,16 +213,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_past_the_limit_drains_first_and_big_writes_go_straight() {
+    async fn big_writes_go_straight_after_what_is_held() {
         let (a, mut b) = tokio::io::duplex(4 * LIMIT);
         let (mut conn, _flusher) = batched(a);
         conn.write_all(b"head").await.unwrap();
-        let big = vec![7u8; LIMIT];
+        let big = vec![7u8; DIRECT];
         conn.write_all(&big).await.unwrap();
-        let mut got = vec![0u8; 4 + LIMIT];
+        let mut got = vec![0u8; 4 + DIRECT];
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[..4], b"head");
         assert!(got[4..].iter().all(|&x| x == 7));
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_limit_drains_what_is_held_first() {
+        let (a, mut b) = tokio::io::duplex(4 * LIMIT);
+        let (mut conn, _flusher) = batched(a);
+        let chunk = vec![1u8; DIRECT - 1];
+        let mut sent = 0;
+        while sent + chunk.len() <= LIMIT {
+            conn.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        let mut buf = [0u8; 16];
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), b.read(&mut buf));
+        assert!(nothing.await.is_err(), "up to the limit, nothing leaves");
+        conn.write_all(&chunk).await.unwrap();
+        let mut got = vec![0u8; sent];
+        b.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|&x| x == 1));
     }
 
     #[tokio::test]
