@@ -34,6 +34,9 @@ struct State<S> {
     pending: Vec<u8>,
     /// How much of `pending` is already written.
     written: usize,
+    /// Bytes went to `io` since its last completed flush (a TLS stream
+    /// may hold some of them until flushed).
+    unflushed: bool,
     /// A drain's failure, returned to the connection's next I/O call.
     failed: Option<io::ErrorKind>,
 }
@@ -46,28 +49,46 @@ impl<S: AsyncWrite + Unpin> State<S> {
         let res = self.poll_write_out(cx);
         if let Poll::Ready(Err(e)) = &res {
             self.failed = Some(e.kind());
+            // The connection may be parked on a read: poll it again so
+            // its next I/O call sees the failure.
+            cx.waker().wake_by_ref();
         }
         res
     }
 
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pending.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
         while self.written < self.pending.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.pending[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
+            self.unflushed = true;
         }
-        self.written = 0;
-        if self.pending.capacity() > KEEP_CAPACITY {
-            self.pending = Vec::new();
-        } else {
-            self.pending.clear();
+        if !self.pending.is_empty() {
+            self.written = 0;
+            if self.pending.capacity() > KEEP_CAPACITY {
+                self.pending = Vec::new();
+            } else {
+                self.pending.clear();
+            }
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A write straight to `io`, flushed by the next drain.
+    fn poll_write_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        self.unflushed = true;
+        Poll::Ready(Ok(n))
     }
 
     /// Makes room for `len` more bytes; `Ready(true)` when they should go
@@ -101,6 +122,7 @@ pub fn batched<S>(io: S) -> (Batched<S>, Flusher<S>) {
         io,
         pending: Vec::new(),
         written: 0,
+        unflushed: false,
         failed: None,
     }));
     (
@@ -119,9 +141,11 @@ fn lock<S>(state: &Mutex<State<S>>) -> MutexGuard<'_, State<S>> {
 }
 
 impl<S: AsyncWrite + Unpin> Flusher<S> {
-    /// Writes out everything buffered. `Pending` leaves the rest for the
-    /// next call (the socket wakes the task); an error is kept and also
-    /// returned to the connection's next read or write.
+    /// Writes out everything buffered and flushes the stream (a TLS
+    /// stream may hold bytes a direct write left). `Pending` leaves the
+    /// rest for the next call (the socket wakes the task); an error is
+    /// kept, returned to the connection's next I/O call, and wakes the
+    /// task so that call comes.
     pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         lock(&self.state).poll_drain(cx)
     }
@@ -149,7 +173,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Batched<S> {
     ) -> Poll<io::Result<usize>> {
         let mut st = lock(&self.state);
         if ready!(st.poll_room(cx, buf.len()))? {
-            return Pin::new(&mut st.io).poll_write(cx, buf);
+            return st.poll_write_direct(cx, &[io::IoSlice::new(buf)]);
         }
         st.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -163,7 +187,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Batched<S> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut st = lock(&self.state);
         if ready!(st.poll_room(cx, len))? {
-            return Pin::new(&mut st.io).poll_write_vectored(cx, bufs);
+            return st.poll_write_direct(cx, bufs);
         }
         st.pending.reserve(len);
         for b in bufs {
@@ -254,6 +278,50 @@ mod tests {
         assert!(conn.write_all(b"more").await.is_err());
         let mut buf = [0u8; 4];
         assert!(conn.read(&mut buf).await.is_err());
+    }
+
+    /// Holds what is written until flushed, as a TLS stream may.
+    struct HoldsUntilFlush {
+        held: Vec<u8>,
+        out: tokio::io::DuplexStream,
+    }
+
+    impl AsyncWrite for HoldsUntilFlush {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = &mut *self;
+            while !this.held.is_empty() {
+                let n = ready!(Pin::new(&mut this.out).poll_write(cx, &this.held))?;
+                this.held.drain(..n);
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drain_flushes_what_a_direct_write_left_in_the_stream() {
+        let (a, mut b) = tokio::io::duplex(4 * LIMIT);
+        let inner = HoldsUntilFlush {
+            held: Vec::new(),
+            out: a,
+        };
+        let (mut conn, flusher) = batched(inner);
+        conn.write_all(&vec![3u8; DIRECT]).await.unwrap();
+        poll_fn(|cx| flusher.poll_drain(cx)).await.unwrap();
+        let mut got = vec![0u8; DIRECT];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), b.read_exact(&mut got));
+        read.await.expect("the held bytes were flushed").unwrap();
+        assert!(got.iter().all(|&x| x == 3));
     }
 
     #[tokio::test]

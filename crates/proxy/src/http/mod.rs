@@ -82,10 +82,8 @@ pub async fn serve(
         // Each poll's frames leave in one write (see write_batch).
         let (io, flusher) = crate::write_batch::batched(io);
         let c = b.serve_connection(TokioIo::new(io), service);
-        let drain = |cx: &mut std::task::Context<'_>| {
-            // A failure is kept and fails the connection's next I/O call.
-            let _ = flusher.poll_drain(cx);
-        };
+        // A failure is kept and fails the connection's next I/O call.
+        let drain = |cx: &mut std::task::Context<'_>| flusher.poll_drain(cx).map(|_| ());
         let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, drain).await;
     } else {
         let fast = h1_server::FastLimits {
@@ -111,9 +109,13 @@ pub async fn serve(
         let c = b
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, |_| ()).await;
+        let written = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(());
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, written).await;
     }
 }
+
+/// How long a finished connection's last buffered bytes may take to leave.
+const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How far ahead the timer floor keeps a timer due.
 const TIMER_FLOOR: Duration = Duration::from_secs(5);
@@ -184,8 +186,8 @@ where
 
 /// Runs a connection, shutting it down gracefully on drain or idleness.
 /// After each poll of the connection, `write_out` sends what the poll
-/// produced (a batched connection's one write), then the exchanges that
-/// finished are recorded.
+/// produced (a batched connection's one write; `Ready` once all is out),
+/// then the exchanges that finished are recorded.
 async fn drive<C>(
     conn: C,
     ctx: &ProxyCtx,
@@ -193,7 +195,7 @@ async fn drive<C>(
     idle: Duration,
     last_words: &LastWords,
     deferred: &deferred::Deferred,
-    write_out: impl Fn(&mut std::task::Context<'_>),
+    write_out: impl Fn(&mut std::task::Context<'_>) -> std::task::Poll<()>,
 ) -> Result<(), hyper::Error>
 where
     C: Graceful,
@@ -206,12 +208,16 @@ where
     loop {
         let polled = std::future::poll_fn(|cx| {
             let res = conn.as_mut().poll(cx);
-            write_out(cx);
+            let _ = write_out(cx);
             deferred.flush();
             res
         });
         tokio::select! {
             res = polled => {
+                // The connection is done; what its last poll wrote still
+                // goes out (a slow reader gets a moment, not forever).
+                let all_out = std::future::poll_fn(&write_out);
+                let _ = tokio::time::timeout(LAST_WRITE_TIMEOUT, all_out).await;
                 if let Err(e) = &res {
                     if e.is_timeout() && stats.has_partial_input() {
                         // The request head never completed: say so before closing.
