@@ -41,11 +41,19 @@ struct State<S> {
     failed: Option<io::ErrorKind>,
 }
 
+impl<S> State<S> {
+    /// The kept failure of an earlier drain, if any.
+    fn failure(&self) -> io::Result<()> {
+        match self.failed {
+            Some(kind) => Err(kind.into()),
+            None => Ok(()),
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> State<S> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(kind) = self.failed {
-            return Poll::Ready(Err(kind.into()));
-        }
+        self.failure()?;
         let res = self.poll_write_out(cx);
         if let Poll::Ready(Err(e)) = &res {
             self.failed = Some(e.kind());
@@ -94,9 +102,7 @@ impl<S: AsyncWrite + Unpin> State<S> {
     /// Makes room for `len` more bytes; `Ready(true)` when they should go
     /// to the socket directly instead (everything held is written by then).
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
-        if let Some(kind) = self.failed {
-            return Poll::Ready(Err(kind.into()));
-        }
+        self.failure()?;
         let direct = len >= DIRECT;
         if direct || self.pending.len() + len > LIMIT {
             ready!(self.poll_drain(cx))?;
@@ -158,9 +164,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Batched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut st = lock(&self.state);
-        if let Some(kind) = st.failed {
-            return Poll::Ready(Err(kind.into()));
-        }
+        st.failure()?;
         Pin::new(&mut st.io).poll_read(cx, buf)
     }
 }
@@ -171,12 +175,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Batched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut st = lock(&self.state);
-        if ready!(st.poll_room(cx, buf.len()))? {
-            return st.poll_write_direct(cx, &[io::IoSlice::new(buf)]);
-        }
-        st.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -202,10 +201,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Batched<S> {
 
     /// Done at once: the polling task drains after the poll.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match lock(&self.state).failed {
-            Some(kind) => Poll::Ready(Err(kind.into())),
-            None => Poll::Ready(Ok(())),
-        }
+        Poll::Ready(lock(&self.state).failure())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
