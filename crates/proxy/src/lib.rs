@@ -35,4 +35,3 @@ pub mod upstream_h1;
 pub mod upstream_h1_codec;
 pub mod upstream_h1_parse;
 pub mod upstream_h2;
-pub mod write_batch;

@@ -283,7 +283,7 @@ async fn close(mut io: CountingIo) -> Served {
 }
 
 /// The `Date` header value, formatted once per second per thread.
-fn date() -> Bytes {
+pub(super) fn date() -> Bytes {
     thread_local! {
         static CACHED: std::cell::RefCell<(u64, Bytes)> =
             const { std::cell::RefCell::new((0, Bytes::new())) };

@@ -8,6 +8,7 @@ pub mod fault;
 mod forward;
 pub mod h1_head;
 mod h1_server;
+mod h2_server;
 pub mod headers;
 pub mod mirror;
 pub mod replay;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::ctx::ProxyCtx;
 use crate::io::{ConnStats, CountingIo, LastWords};
@@ -67,24 +68,17 @@ pub async fn serve(
         stats: stats.clone(),
         deferred: deferred.clone(),
     });
-    let service_conn = conn.clone();
-    // Boxed: hyper's HTTP/2 server moves each stream's future into a task
-    // of its own, and the request future is several KB; moving a pointer
-    // instead cut an h2c request's instructions by 6%.
-    let service = service_fn(move |req| Box::pin(request::handle(service_conn.clone(), req)));
     if h2 {
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .max_header_list_size(max_header_bytes as u32)
-            .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(1024));
-        // Each poll's frames leave in one write (see write_batch).
-        let (io, flusher) = crate::write_batch::batched(io);
-        let c = b.serve_connection(TokioIo::new(io), service);
-        // A failure is kept and fails the connection's next I/O call.
-        let drain = |cx: &mut std::task::Context<'_>| flusher.poll_drain(cx).map(|_| ());
-        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, drain).await;
+        let settings = h2_server::Settings {
+            max_concurrent: limits.max_concurrent_streams,
+            max_header_list: max_header_bytes,
+            max_headers,
+            stream_window: h2_server::STREAM_WINDOW,
+            conn_window: h2_server::CONN_WINDOW,
+            max_early_resets: limits.max_pending_accept_reset_streams,
+            max_error_resets: 1024,
+        };
+        h2_server::serve(conn, io, settings, idle).await;
     } else {
         let fast = h1_server::FastLimits {
             head: h1_head::HeadLimits {
@@ -93,6 +87,9 @@ pub async fn serve(
             },
             idle,
         };
+        // Boxed: the request future is several KB, and hyper moves it.
+        let service_conn = conn.clone();
+        let service = service_fn(move |req| Box::pin(request::handle(service_conn.clone(), req)));
         let io = match h1_server::serve(conn, io, fast).await {
             h1_server::Served::Closed => return,
             h1_server::Served::HandOff(mut io, unread) => {
@@ -109,13 +106,9 @@ pub async fn serve(
         let c = b
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        let written = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(());
-        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred, written).await;
+        let _ = drive(c, &ctx, &stats, idle, &last_words, &deferred).await;
     }
 }
-
-/// How long a finished connection's last buffered bytes may take to leave.
-const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How far ahead the timer floor keeps a timer due.
 const TIMER_FLOOR: Duration = Duration::from_secs(5);
@@ -170,24 +163,9 @@ where
     }
 }
 
-impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
-where
-    Self: std::future::Future<Output = Result<(), hyper::Error>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::ResBody: hyper::body::Body + 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn shutdown(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
 /// Runs a connection, shutting it down gracefully on drain or idleness.
-/// After each poll of the connection, `write_out` sends what the poll
-/// produced (a batched connection's one write; `Ready` once all is out),
-/// then the exchanges that finished are recorded.
+/// After each poll of the connection, the exchanges that finished are
+/// recorded.
 async fn drive<C>(
     conn: C,
     ctx: &ProxyCtx,
@@ -195,7 +173,6 @@ async fn drive<C>(
     idle: Duration,
     last_words: &LastWords,
     deferred: &deferred::Deferred,
-    write_out: impl Fn(&mut std::task::Context<'_>) -> std::task::Poll<()>,
 ) -> Result<(), hyper::Error>
 where
     C: Graceful,
@@ -208,16 +185,11 @@ where
     loop {
         let polled = std::future::poll_fn(|cx| {
             let res = conn.as_mut().poll(cx);
-            let _ = write_out(cx);
             deferred.flush();
             res
         });
         tokio::select! {
             res = polled => {
-                // The connection is done; what its last poll wrote still
-                // goes out (a slow reader gets a moment, not forever).
-                let all_out = std::future::poll_fn(&write_out);
-                let _ = tokio::time::timeout(LAST_WRITE_TIMEOUT, all_out).await;
                 if let Err(e) = &res {
                     if e.is_timeout() && stats.has_partial_input() {
                         // The request head never completed: say so before closing.

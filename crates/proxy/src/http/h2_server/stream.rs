@@ -1,0 +1,139 @@
+//! One HTTP/2 stream's work inside the connection task: the request path
+//! runs, then the response body is read frame by frame. It yields events
+//! the connection turns into frames; it reads no further while the
+//! connection holds data it could not send yet (flow control), and it ends
+//! at once when the connection cancels it (a reset or the end of the
+//! connection), dropping the request path and with it the upstream call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::task::AtomicWaker;
+use http::{HeaderMap, Response};
+use http_body::Body;
+
+use crate::body::ProxyBody;
+
+/// The request path's future for one stream.
+pub type Handler = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+/// How the connection steers a stream's task.
+#[derive(Default)]
+pub struct Control {
+    /// The connection holds unsent data of this stream: read no more.
+    blocked: AtomicBool,
+    /// The stream is gone: end now.
+    cancelled: AtomicBool,
+    /// The task's waker.
+    waker: AtomicWaker,
+}
+
+impl Control {
+    /// Stops (`true`) or resumes the reading of the response body.
+    pub fn block(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Release);
+        if !blocked {
+            self.waker.wake();
+        }
+    }
+
+    /// Ends the task.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// What a stream's task produced.
+pub enum Event {
+    /// The response head; `end` when there is no body.
+    Head(http::response::Parts, Option<u64>, bool),
+    /// Body data; `end` when it is the last.
+    Data(Bytes, bool),
+    /// The trailers, which end the stream.
+    Trailers(HeaderMap),
+    /// The body failed: the stream is reset.
+    Failed,
+}
+
+enum Phase {
+    Handling(Handler),
+    Sending(ProxyBody),
+    Done,
+}
+
+/// A stream's task, polled by the connection.
+pub struct Task {
+    id: u32,
+    control: Arc<Control>,
+    phase: Phase,
+}
+
+impl Task {
+    /// The task of stream `id`, running `handler`.
+    pub fn new(id: u32, control: Arc<Control>, handler: Handler) -> Task {
+        Task {
+            id,
+            control,
+            phase: Phase::Handling(handler),
+        }
+    }
+}
+
+impl Stream for Task {
+    type Item = (u32, Event);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(u32, Event)>> {
+        let this = self.get_mut();
+        this.control.waker.register(cx.waker());
+        if this.control.cancelled.load(Ordering::Acquire) {
+            this.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
+        let id = this.id;
+        loop {
+            match &mut this.phase {
+                Phase::Handling(handler) => {
+                    let resp = std::task::ready!(handler.as_mut().poll(cx));
+                    let (parts, body) = resp.into_parts();
+                    let exact = body.size_hint().exact();
+                    if body.is_end_stream() {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(Some((id, Event::Head(parts, exact, true))));
+                    }
+                    this.phase = Phase::Sending(body);
+                    return Poll::Ready(Some((id, Event::Head(parts, exact, false))));
+                }
+                Phase::Sending(body) => {
+                    if this.control.blocked.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                    let event = match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                        None => Event::Data(Bytes::new(), true),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, stream = id, "response body failed; resetting the stream");
+                            Event::Failed
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) if body.is_end_stream() => Event::Data(data, true),
+                            Ok(data) if data.is_empty() => continue,
+                            Ok(data) => return Poll::Ready(Some((id, Event::Data(data, false)))),
+                            Err(frame) => match frame.into_trailers() {
+                                Ok(t) => Event::Trailers(t),
+                                Err(_) => continue,
+                            },
+                        },
+                    };
+                    this.phase = Phase::Done;
+                    return Poll::Ready(Some((id, event)));
+                }
+                Phase::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
