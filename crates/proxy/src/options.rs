@@ -23,8 +23,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
-    /// HTTP/2 streams reset by the client before the proxy answers, per
-    /// connection, before it is closed (the CVE-2023-44487 "rapid reset" guard).
+    /// HTTP/2 streams the client resets before their response starts: once
+    /// this many, and half the streams it opened lately, the connection is
+    /// closed (the CVE-2023-44487 "rapid reset" guard; Envoy's
+    /// premature-reset rule).
     pub max_pending_accept_reset_streams: usize,
     /// Request body bytes; a larger body gets 413 (`None`: unlimited).
     pub max_request_body_bytes: Option<u64>,
@@ -41,7 +43,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(3600),
             max_connections: 100_000,
             max_concurrent_streams: 1024,
-            max_pending_accept_reset_streams: 20,
+            max_pending_accept_reset_streams: 100,
             max_request_body_bytes: None,
             drain_period: Duration::from_secs(5),
         }

@@ -294,3 +294,60 @@ async fn a_reset_stream_is_forgotten_and_the_connection_goes_on() {
     assert_eq!(id, 3, "nothing comes for the reset stream");
     assert!(decode(&head).contains(&(":status".into(), "200".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_read_by_another_task_gets_its_window_back_and_a_large_answer_flows() {
+    // `/echo-after-read` on an HTTP/1.1 upstream: the proxy's pool reads
+    // the 5 MiB body in a task of its own (so only that reader can ask the
+    // connection for window updates), then the answer comes back whole to
+    // a client with windows large enough to fill the proxy's output.
+    let (_mesh, port) = mesh_with(Limits::default()).await;
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, Bytes>(s)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let req = http::Request::post("http://a/echo-after-read")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let upload = {
+        let body = Bytes::from(body.clone());
+        tokio::spawn(async move {
+            for chunk in body.chunks(64 * 1024) {
+                send.reserve_capacity(chunk.len());
+                while send.capacity() < chunk.len() {
+                    let got = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
+                    got.unwrap().unwrap();
+                }
+                send.send_data(Bytes::copy_from_slice(chunk), false)
+                    .unwrap();
+            }
+            send.send_data(Bytes::new(), true).unwrap();
+        })
+    };
+    let exchange = async {
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Read late, so the proxy's writes back up first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut recv = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            recv.flow_control().release_capacity(chunk.len()).unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the exchange stalled");
+    upload.await.unwrap();
+    assert!(got == body, "the body came back changed");
+}

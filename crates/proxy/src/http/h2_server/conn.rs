@@ -36,8 +36,8 @@ pub struct Settings {
     /// The same for the whole connection.
     pub conn_window: u32,
     /// Streams the client may reset before their response starts, once
-    /// they are also half the streams it opened, before the connection is
-    /// closed (CVE-2023-44487).
+    /// they are also half the streams it opened lately, before the
+    /// connection is closed (CVE-2023-44487; Envoy's premature-reset rule).
     pub max_early_resets: usize,
     /// Stream errors the client may cause before the connection is closed.
     pub max_error_resets: usize,
@@ -49,6 +49,9 @@ pub(super) const WRITE_LIMIT: usize = 64 * 1024;
 
 /// The largest frame the server accepts (the protocol default).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
+
+/// Streams over which the early-reset share is judged (halved past it).
+const RESET_WINDOW: usize = 1000;
 
 /// Makes the request path's future for a request.
 pub type MakeHandler = Box<dyn FnMut(Request<RecvBody>) -> Handler + Send>;
@@ -92,7 +95,6 @@ pub struct Conn<IO> {
     pub(super) peer_max_frame: usize,
     pub(super) conn_send: i64,
     conn_recv: i64,
-    conn_unannounced: u32,
     decoder: Decoder,
     pub(super) encoder: Encoder,
     pub(super) streams: HashMap<u32, StreamState>,
@@ -145,7 +147,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             peer_max_frame: frame::DEFAULT_MAX_FRAME,
             conn_send: frame::DEFAULT_WINDOW,
             conn_recv: conn_window,
-            conn_unannounced: 0,
             decoder: Decoder::new(4096),
             encoder: Encoder::new(),
             streams: HashMap::new(),
@@ -175,10 +176,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// Runs the connection until it is done: the client left, it failed,
     /// or it was told to go away and its streams are finished.
     pub fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Readers of request bodies wake the connection to give window back.
+        self.returns.waker.register(cx.waker());
         loop {
             let mut progress = false;
             self.take_returns();
-            if !self.read_closed && !self.failed && self.unwritten() < WRITE_LIMIT {
+            // Output over the limit skips reading and the streams this
+            // turn; once it is written, they must be polled (else nothing
+            // would wake the connection again).
+            let gated = self.unwritten() >= WRITE_LIMIT;
+            if !self.read_closed && !self.failed && !gated {
                 if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME {
                     self.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
                 }
@@ -203,10 +210,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 }
             }
             self.take_returns();
-            match self.poll_write_out(cx) {
-                Poll::Ready(Err(())) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) if self.failed => return Poll::Ready(()),
-                _ => {}
+            if let Poll::Ready(Err(())) = self.poll_write_out(cx) {
+                return Poll::Ready(());
+            }
+            if self.failed {
+                // The GOAWAY gets its moment in `poll_finish`, bounded.
+                return Poll::Ready(());
+            }
+            if gated && self.unwritten() < WRITE_LIMIT {
+                progress = true;
             }
             if self.read_closed {
                 // An HTTP/2 client that closes has left: its streams are void.
@@ -239,21 +251,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     fn fail(&mut self, e: ConnError) {
         tracing::debug!(code = e.0, why = e.1, "HTTP/2 connection error");
-        if self.goaway.is_none() || e.0 != reason::NO_ERROR {
-            frame::put_goaway(&mut self.wbuf, self.last_id, e.0);
-            self.goaway = Some(self.last_id);
-        }
+        // A later GOAWAY may not name a higher stream (RFC 9113 §6.8).
+        let last = self.goaway.unwrap_or(self.last_id);
+        frame::put_goaway(&mut self.wbuf, last, e.0);
+        self.goaway = Some(last);
         self.failed = true;
         self.abandon();
     }
 
-    /// Announces the window readers gave back.
+    /// Gives back connection window for data nobody will read.
+    fn give_back(&self, n: usize) {
+        self.returns.conn.fetch_add(n as u32, Ordering::AcqRel);
+    }
+
+    /// Announces the window readers gave back: the connection's once half
+    /// a window is owed, a stream's once its reader crossed its threshold.
     fn take_returns(&mut self) {
-        self.conn_unannounced += self.returns.conn.swap(0, Ordering::AcqRel);
-        if self.conn_unannounced > 0 && self.conn_unannounced >= self.returns.conn_threshold {
-            frame::put_window_update(&mut self.wbuf, 0, self.conn_unannounced);
-            self.conn_recv += i64::from(self.conn_unannounced);
-            self.conn_unannounced = 0;
+        let owed = self.returns.conn.load(Ordering::Acquire);
+        if owed > 0 && owed >= self.returns.conn_threshold {
+            self.returns.conn.fetch_sub(owed, Ordering::AcqRel);
+            frame::put_window_update(&mut self.wbuf, 0, owed);
+            self.conn_recv += i64::from(owed);
         }
         let ids = std::mem::take(&mut *self.returns.streams.lock().unwrap());
         for id in ids {
@@ -390,23 +408,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let data = payload.slice(range);
         let end = head.has(flag::END_STREAM);
         // Padding is never read: given back at once.
-        self.conn_unannounced += (payload.len() - data.len()) as u32;
+        self.give_back(payload.len() - data.len());
         let id = head.stream;
         let Some(s) = self.streams.get_mut(&id) else {
             if self.idle(id) {
                 return Err(ConnError(reason::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
             // A stream already closed or reset: the data is dropped.
-            self.conn_unannounced += data.len() as u32;
+            self.give_back(data.len());
             return Ok(());
         };
         let Some(shared) = s.recv.clone() else {
-            self.conn_unannounced += data.len() as u32;
+            self.give_back(data.len());
             self.reset(id, reason::STREAM_CLOSED);
             return Ok(());
         };
         if len > s.recv_window {
-            self.conn_unannounced += data.len() as u32;
+            self.give_back(data.len());
             self.reset(id, reason::FLOW_CONTROL_ERROR);
             return Ok(());
         }
@@ -421,14 +439,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             .declared
             .is_some_and(|n| s.received > n || (end && s.received != n));
         if length_wrong {
-            self.conn_unannounced += data.len() as u32;
+            self.give_back(data.len());
             self.reset(id, reason::PROTOCOL_ERROR);
             return Ok(());
         }
         let n = data.len() as u32;
         if !shared.push(data, end) {
             // Nobody reads this body any more: give the window back.
-            self.conn_unannounced += n;
+            self.returns.conn.fetch_add(n, Ordering::AcqRel);
             if !end && n > 0 {
                 frame::put_window_update(&mut self.wbuf, id, n);
                 s.recv_window += i64::from(n);
@@ -519,6 +537,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Ok(());
         }
         self.opened += 1;
+        if self.opened >= RESET_WINDOW {
+            // Recent streams weigh most: a long-lived connection's old
+            // cancellations fade.
+            self.opened /= 2;
+            self.early_resets /= 2;
+        }
         let built = b.into_request();
         let declared = built.as_ref().ok().and_then(|(_, d)| *d);
         let shared = Shared::new(id, self.returns.clone(), declared);

@@ -28,6 +28,7 @@ pub struct HeadBuilder {
     trailers: bool,
     max_list: usize,
     max_fields: usize,
+    counted: usize,
     list: usize,
     arena: BytesMut,
     fields: Vec<(HeaderName, Range<usize>)>,
@@ -48,6 +49,7 @@ impl HeadBuilder {
             trailers,
             max_list,
             max_fields,
+            counted: 0,
             list: 0,
             arena: BytesMut::new(),
             fields: Vec::new(),
@@ -123,8 +125,12 @@ impl HeadBuilder {
         if name == header::TE && f.value != b"trailers" {
             return self.fail(HeadError::Malformed("te other than trailers"));
         }
-        if self.fields.len() == self.max_fields {
-            return self.fail(HeadError::TooLarge);
+        // Cookie crumbs (one field per cookie, RFC 9113 §8.2.3) are one header.
+        if name != header::COOKIE {
+            self.counted += 1;
+            if self.counted > self.max_fields {
+                return self.fail(HeadError::TooLarge);
+            }
         }
         let range = self.keep(f.value);
         self.fields.push((name, range));
@@ -199,9 +205,9 @@ impl HeadBuilder {
         let declared = match headers.get(header::CONTENT_LENGTH) {
             None => None,
             Some(v) => Some(
-                std::str::from_utf8(v.as_bytes())
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
+                Some(v.as_bytes())
+                    .filter(|b| !b.is_empty() && b.iter().all(u8::is_ascii_digit))
+                    .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
                     .ok_or(HeadError::Malformed("invalid content-length"))?,
             ),
         };

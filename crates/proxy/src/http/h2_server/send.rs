@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::{Conn, close_stream};
+use super::conn::{Conn, WRITE_LIMIT, close_stream};
 use super::frame::{self, reason};
 use super::head;
 use super::recv::Broken;
@@ -90,6 +90,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Lets held data out after the windows grew.
     pub(super) fn send_blocked(&mut self) {
+        if self.conn_send <= 0 {
+            // Nothing can go; forget streams that are gone meanwhile.
+            let streams = &self.streams;
+            self.blocked
+                .retain(|id| streams.get(id).is_some_and(|s| s.pending.is_some()));
+            return;
+        }
         for _ in 0..self.blocked.len() {
             if self.conn_send <= 0 {
                 return;
@@ -140,6 +147,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             if self.wbuf.capacity() > KEEP_CAPACITY {
                 self.wbuf = Vec::new();
             }
+        } else if self.written >= WRITE_LIMIT {
+            // A reader that never catches up must not grow the buffer.
+            self.wbuf.drain(..self.written);
+            self.written = 0;
         }
         if wrote || self.wbuf.is_empty() {
             // TLS holds what it encrypted until flushed.

@@ -95,17 +95,37 @@ impl Stream for Task {
             this.phase = Phase::Done;
             return Poll::Ready(None);
         }
+        // A panic in one request path resets its stream, not the
+        // connection (each stream was a task of its own under hyper).
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_phase(cx)));
+        polled.unwrap_or_else(|_| {
+            tracing::error!(
+                stream = this.id,
+                "request path panicked; resetting the stream"
+            );
+            this.phase = Phase::Done;
+            Poll::Ready(Some((this.id, Event::Failed)))
+        })
+    }
+}
+
+impl Task {
+    /// Advances the request path or the response body.
+    fn poll_phase(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, Event)>> {
+        let this = self;
         let id = this.id;
         loop {
             match &mut this.phase {
                 Phase::Handling(handler) => {
                     let resp = std::task::ready!(handler.as_mut().poll(cx));
                     let (parts, body) = resp.into_parts();
-                    let exact = body.size_hint().exact();
                     if body.is_end_stream() {
+                        // No content-length made up for a bodiless answer
+                        // (a HEAD's describes the GET's body), as hyper.
                         this.phase = Phase::Done;
-                        return Poll::Ready(Some((id, Event::Head(parts, exact, true))));
+                        return Poll::Ready(Some((id, Event::Head(parts, None, true))));
                     }
+                    let exact = body.size_hint().exact();
                     this.phase = Phase::Sending(body);
                     return Poll::Ready(Some((id, Event::Head(parts, exact, false))));
                 }
