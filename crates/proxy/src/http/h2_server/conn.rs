@@ -512,6 +512,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.settings.max_header_list,
             self.settings.max_headers,
         );
+        b.expect(block.len());
         self.decoder
             .decode(block, |f| b.field(f))
             .map_err(|_| ConnError(reason::COMPRESSION_ERROR, "header block does not decode"))?;

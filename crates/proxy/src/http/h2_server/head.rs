@@ -66,6 +66,12 @@ impl HeadBuilder {
         self.error.get_or_insert(e);
     }
 
+    /// Sizes the value buffer for a block of `len` octets (values decode
+    /// to at most about 1.6 times their Huffman-coded size).
+    pub fn expect(&mut self, len: usize) {
+        self.arena.reserve(2 * len);
+    }
+
     fn keep(&mut self, value: &[u8]) -> Range<usize> {
         let start = self.arena.len();
         self.arena.extend_from_slice(value);
@@ -113,11 +119,15 @@ impl HeadBuilder {
             return;
         }
         self.regular_seen = true;
-        if f.name.iter().any(u8::is_ascii_uppercase) {
-            return self.fail(HeadError::Malformed("uppercase header name"));
-        }
-        let Ok(name) = HeaderName::from_bytes(f.name) else {
-            return self.fail(HeadError::Malformed("invalid header name"));
+        let name = match f.static_index.and_then(static_name) {
+            Some(name) => name,
+            None if f.name.iter().any(u8::is_ascii_uppercase) => {
+                return self.fail(HeadError::Malformed("uppercase header name"));
+            }
+            None => match HeaderName::from_bytes(f.name) {
+                Ok(name) => name,
+                Err(_) => return self.fail(HeadError::Malformed("invalid header name")),
+            },
         };
         if is_connection_specific(&name) {
             return self.fail(HeadError::Malformed("connection-specific header"));
@@ -218,6 +228,24 @@ impl HeadBuilder {
         *req.headers_mut() = headers;
         Ok((req, declared))
     }
+}
+
+/// The `HeaderName` of each regular static-table name (RFC 7541 Appendix
+/// A), made once: a field whose name came from the table skips parsing.
+fn static_name(index: u8) -> Option<HeaderName> {
+    static NAMES: std::sync::OnceLock<Vec<Option<HeaderName>>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..=meshwork_hpack::static_table::LEN)
+            .map(|i| {
+                let (name, _) = meshwork_hpack::static_table::get(i)?;
+                if name.starts_with(b":") {
+                    return None;
+                }
+                HeaderName::from_bytes(name).ok()
+            })
+            .collect()
+    });
+    names.get(usize::from(index))?.clone()
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -382,6 +410,15 @@ mod tests {
         }
         let (connect, _) = build(&[(":method", "CONNECT"), (":authority", "a:1")]).unwrap();
         assert_eq!(connect.uri().authority().unwrap(), "a:1");
+    }
+
+    #[test]
+    fn static_table_names_map_to_their_header_names() {
+        assert_eq!(static_name(28), Some(header::CONTENT_LENGTH));
+        assert_eq!(static_name(58), Some(header::USER_AGENT));
+        assert_eq!(static_name(2), None, "pseudo-headers have no HeaderName");
+        assert_eq!(static_name(0), None);
+        assert_eq!(static_name(62), None);
     }
 
     #[test]
