@@ -15,6 +15,8 @@ pub mod ctx;
 pub mod detect;
 pub mod drain;
 pub mod h1_wire;
+pub mod h2_client;
+pub mod h2_frame;
 pub mod hash;
 pub mod heap;
 pub mod http;

@@ -1,5 +1,5 @@
-//! Upstream HTTP/2: multiplexed connections per endpoint, driven straight
-//! on the `h2` crate.
+//! Upstream HTTP/2: multiplexed connections per endpoint, over the
+//! proxy's own HTTP/2 client (`h2_client`).
 //!
 //! Why not hyper's HTTP/2 client: it hands every request to a dispatch
 //! task over a channel and spawns two more tasks per request (one pipes
@@ -18,25 +18,15 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use h2::client::{ResponseFuture, SendRequest};
-use h2::{RecvStream, SendStream};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::h2_client::{self, ClientConn, ResponseFuture, StreamRef};
+use crate::h2_frame::reason;
 use crate::tls::PeerPrincipal;
 use crate::upstream::UpstreamError;
 use crate::upstream_conn::{ConnUses, PoolSettings, set_keepalive};
-
-/// Flow-control windows and limits, as hyper's client had them: a 2 MiB
-/// stream window and a 5 MiB connection window keep a fast backend from
-/// stalling on WINDOW_UPDATEs; response heads up to 16 KiB.
-const STREAM_WINDOW: u32 = 2 << 20;
-const CONNECTION_WINDOW: u32 = 5 << 20;
-const MAX_HEADER_LIST: u32 = 16 << 10;
-const MAX_SEND_BUFFER: usize = 1 << 20;
-/// Streams opened before the server's SETTINGS say how many it takes.
-const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// Multiplexed HTTP/2 connections per endpoint: requests share the first
 /// one with a free stream; when every one carries as many streams as its
@@ -50,7 +40,7 @@ pub struct H2Pool {
 
 #[derive(Clone, Debug)]
 struct H2Conn {
-    sender: SendRequest<Bytes>,
+    sender: ClientConn,
     /// Set when the connection ends or refuses new streams (GOAWAY).
     closed: Arc<AtomicBool>,
     last_used: Arc<AtomicU64>,
@@ -65,13 +55,12 @@ struct H2Conn {
 
 impl H2Conn {
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.closed.load(Ordering::Relaxed) || self.sender.is_closed()
     }
 
     /// Open, and below the server's limit on concurrent streams.
     fn has_room(&self) -> bool {
-        !self.is_closed()
-            && self.streams.load(Ordering::Relaxed) < self.sender.current_max_send_streams()
+        !self.is_closed() && self.streams.load(Ordering::Relaxed) < self.sender.max_streams()
     }
 
     /// How long it has had no stream (zero while it has one).
@@ -120,13 +109,8 @@ fn remove_conn(conns: &mut HashMap<SocketAddr, Vec<H2Conn>>, endpoint: SocketAdd
 /// for the reason's name. A stream the server's GOAWAY left out (above the
 /// last one it processed) never reached the application: it counts as
 /// refused, as nghttp2 (and so Envoy) reports it, so it may be retried.
-fn request_error(e: h2::Error) -> UpstreamError {
-    let reason = if e.is_go_away() && e.is_remote() {
-        Some(h2::Reason::REFUSED_STREAM)
-    } else {
-        e.reason()
-    };
-    UpstreamError::Request(format!("HTTP/2: {e} ({reason:?})"))
+fn request_error(e: h2_client::Error) -> UpstreamError {
+    UpstreamError::Request(format!("HTTP/2: {e}"))
 }
 
 impl H2Pool {
@@ -212,31 +196,31 @@ impl H2Pool {
                 Some(c) => c,
                 None => self.connect(endpoint).await?,
             };
-            match open_stream(&conn, head, body.is_end_stream()).await {
-                Ok((response, stream)) => break (conn, slot, response, stream),
+            match conn.sender.send_request(head, body.is_end_stream()) {
+                Ok(stream) => break (conn, slot, ResponseFuture(stream.clone()), stream),
                 Err((e, unsent)) => {
-                    if e.is_go_away() || e.is_io() || unsent.is_some() {
-                        conn.closed.store(true, Ordering::Relaxed);
-                        self.forget(endpoint, conn.id);
+                    // Closed or going away: nothing was sent on it.
+                    conn.closed.store(true, Ordering::Relaxed);
+                    self.forget(endpoint, conn.id);
+                    if replaced {
+                        return Err(request_error(e));
                     }
-                    match unsent {
-                        Some(unsent) if !replaced => {
-                            replaced = true;
-                            head = unsent;
-                        }
-                        _ => return Err(request_error(e)),
-                    }
+                    replaced = true;
+                    head = unsent;
                 }
             }
         };
         conn.last_used.store(now_ms(conn.epoch), Ordering::Relaxed);
-        let pump = (!body.is_end_stream()).then(|| Pump::new(stream, body));
-        let resp = Exchange { pump, response }.await.map_err(request_error)?;
-        let mut resp = resp.map(|recv| H2Body {
-            recv,
-            data_done: false,
-            _slot: slot,
-        });
+        let pump = (!body.is_end_stream()).then(|| Pump::new(stream.clone(), body));
+        let parts = Exchange { pump, response }.await.map_err(request_error)?;
+        let mut resp = Response::from_parts(
+            parts,
+            H2Body {
+                recv: stream,
+                data_done: false,
+                _slot: slot,
+            },
+        );
         if let Some(p) = conn.peer {
             resp.extensions_mut().insert(p);
         }
@@ -258,18 +242,7 @@ impl H2Pool {
         if let Some(k) = &s.keepalive {
             set_keepalive(stream.tcp(), Some(k));
         }
-        let (sender, connection) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_send_buffer_size(MAX_SEND_BUFFER)
-            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
-            .enable_push(false)
-            .handshake::<_, Bytes>(stream)
-            .await
-            .map_err(|e| {
-                UpstreamError::Connect(format!("HTTP/2 handshake with {endpoint}: {e}"))
-            })?;
+        let (sender, connection) = h2_client::handshake(stream);
         let closed = Arc::new(AtomicBool::new(false));
         let ended = closed.clone();
         tokio::spawn(async move {
@@ -333,23 +306,6 @@ impl H2Pool {
     }
 }
 
-/// Opens a stream for `head`. When the connection is found closed or
-/// going away (GOAWAY) first, nothing was sent and the head comes back
-/// for another connection.
-async fn open_stream(
-    conn: &H2Conn,
-    head: Request<()>,
-    end_of_stream: bool,
-) -> Result<(ResponseFuture, SendStream<Bytes>), (h2::Error, Option<Request<()>>)> {
-    let mut sender = match conn.sender.clone().ready().await {
-        Ok(s) => s,
-        Err(e) => return Err((e, Some(head))),
-    };
-    sender
-        .send_request(head, end_of_stream)
-        .map_err(|e| (e, None))
-}
-
 /// Waits for the response head while writing the request body; a body
 /// still streaming when the head arrives goes on in a task of its own.
 struct Exchange {
@@ -358,7 +314,7 @@ struct Exchange {
 }
 
 impl Future for Exchange {
-    type Output = Result<Response<RecvStream>, h2::Error>;
+    type Output = Result<http::response::Parts, h2_client::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(pump) = &mut self.pump
@@ -379,28 +335,25 @@ impl Future for Exchange {
 /// Copies a request body into its stream: data as it comes, then trailers
 /// or the end of the stream.
 ///
-/// The first chunk goes out at once (`h2` buffers it until the window
-/// allows), so it leaves with the HEADERS. Each later chunk is read first
-/// and then waits for stream capacity, so a slow upstream slows the
-/// client; capacity is only ever claimed with a chunk in hand, never while
-/// waiting on the body (a claim held by an idle stream can stall the other
-/// streams of the connection: hyperium/hyper#4003).
+/// A chunk goes out as far as the windows allow the moment it is read (the
+/// first one with the HEADERS); the rest waits for a WINDOW_UPDATE, and
+/// the body is not read further meanwhile, so a slow upstream slows the
+/// client. Window is never claimed ahead of a chunk in hand (a claim held
+/// by an idle stream can stall the others: hyperium/hyper#4003).
 struct Pump {
-    tx: SendStream<Bytes>,
+    tx: StreamRef,
     body: ProxyBody,
-    /// A chunk read from the body, waiting for capacity (and whether it
-    /// ends the body).
+    /// A chunk read from the body, not all sent yet (and whether it ends
+    /// the body).
     held: Option<(Bytes, bool)>,
-    sent_any: bool,
 }
 
 impl Pump {
-    fn new(tx: SendStream<Bytes>, body: ProxyBody) -> Self {
+    fn new(tx: StreamRef, body: ProxyBody) -> Self {
         Pump {
             tx,
             body,
             held: None,
-            sent_any: false,
         }
     }
 
@@ -408,35 +361,26 @@ impl Pump {
     /// then carries the error).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.tx.poll_reset(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if let Some((_, end)) = &self.held {
+            if let Some((data, end)) = &mut self.held {
                 let end = *end;
-                while self.tx.capacity() == 0 {
-                    match ready!(self.tx.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => return Poll::Ready(()),
-                    }
+                match ready!(self.tx.poll_send(cx, data, end)) {
+                    Ok(()) if !end => self.held = None,
+                    _ => return Poll::Ready(()),
                 }
-                let (data, _) = self.held.take().unwrap_or_default();
-                if self.tx.send_data(data, end).is_err() || end {
-                    return Poll::Ready(());
-                }
-                continue;
             }
             let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
-                    let _ = self.tx.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
+                    self.held = Some((Bytes::new(), true));
+                    continue;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "request body failed; resetting the stream");
-                    let reason = e
-                        .downcast_ref::<h2::Error>()
-                        .and_then(h2::Error::reason)
-                        .unwrap_or(h2::Reason::INTERNAL_ERROR);
-                    self.tx.send_reset(reason);
+                    // A client's reset passes on with its reason.
+                    let code = match e.downcast_ref::<crate::http::BrokenBody>() {
+                        Some(crate::http::BrokenBody(crate::http::Broken::Reset(code))) => *code,
+                        _ => reason::INTERNAL_ERROR,
+                    };
+                    self.tx.send_reset(code);
                     return Poll::Ready(());
                 }
                 Some(Ok(frame)) => frame,
@@ -447,24 +391,11 @@ impl Pump {
                     if data.is_empty() && !end {
                         continue;
                     }
-                    if data.is_empty() || !self.sent_any {
-                        // An end marker needs no capacity; the first chunk
-                        // goes with the HEADERS.
-                        self.sent_any = true;
-                        if self.tx.send_data(data, end).is_err() || end {
-                            return Poll::Ready(());
-                        }
-                        continue;
-                    }
-                    self.tx.reserve_capacity(1);
                     self.held = Some((data, end));
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        self.tx.reserve_capacity(0);
-                        if self.tx.send_trailers(trailers).is_err() {
-                            self.tx.send_reset(h2::Reason::CANCEL);
-                        }
+                        self.tx.send_trailers(&trailers);
                         return Poll::Ready(());
                     }
                 }
@@ -486,7 +417,7 @@ impl Future for Pump {
 /// reader's pace.
 #[derive(Debug)]
 pub struct H2Body {
-    recv: RecvStream,
+    recv: StreamRef,
     data_done: bool,
     _slot: StreamSlot,
 }
@@ -501,10 +432,7 @@ impl Body for H2Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
+                Some(Ok(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                 None => self.data_done = true,
             }

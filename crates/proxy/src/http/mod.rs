@@ -18,6 +18,7 @@ mod upgrade;
 
 pub use exchange::ConnInfo;
 pub(crate) use exchange::or_unknown;
+pub(crate) use h2_server::{Broken, BrokenBody};
 
 use std::pin::pin;
 use std::sync::Arc;

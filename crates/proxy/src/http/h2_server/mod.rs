@@ -15,7 +15,7 @@
 //! push, priorities and extended CONNECT are not offered.
 
 mod conn;
-mod frame;
+use crate::h2_frame as frame;
 mod head;
 mod recv;
 mod send;
@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use conn::Settings;
 use conn::{Conn, MakeHandler};
+pub(crate) use recv::{Broken, BrokenBody};
 
 use super::request::{self, HttpConn};
 

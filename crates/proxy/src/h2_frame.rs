@@ -1,6 +1,7 @@
 //! HTTP/2 frames (RFC 9113 §4 and §6): the 9-octet header, the frame
-//! types and flags the server uses, and writers that append whole frames
-//! to a connection's output buffer.
+//! types and flags, and writers that append whole frames to a
+//! connection's output buffer; shared by the downstream server and the
+//! upstream client.
 
 /// Octets in a frame header.
 pub const HEADER_LEN: usize = 9;
@@ -74,10 +75,34 @@ pub mod reason {
     pub const FRAME_SIZE_ERROR: u32 = 0x6;
     /// The stream was not processed (over the concurrency limit).
     pub const REFUSED_STREAM: u32 = 0x7;
+    /// The stream is no longer needed.
+    pub const CANCEL: u32 = 0x8;
     /// The header block could not be decoded.
     pub const COMPRESSION_ERROR: u32 = 0x9;
     /// The peer is generating excessive load.
     pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+}
+
+/// The name of an error code, as RFC 9113 §7 spells it (the retry
+/// policy's `refused-stream` looks for `REFUSED_STREAM`).
+pub fn reason_name(code: u32) -> &'static str {
+    const NAMES: [&str; 14] = [
+        "NO_ERROR",
+        "PROTOCOL_ERROR",
+        "INTERNAL_ERROR",
+        "FLOW_CONTROL_ERROR",
+        "SETTINGS_TIMEOUT",
+        "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR",
+        "REFUSED_STREAM",
+        "CANCEL",
+        "COMPRESSION_ERROR",
+        "CONNECT_ERROR",
+        "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY",
+        "HTTP_1_1_REQUIRED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN_ERROR")
 }
 
 /// SETTINGS identifiers (RFC 9113 §6.5.2).

@@ -1,0 +1,451 @@
+//! An upstream HTTP/2 connection's task: writes what requests queued,
+//! reads the server's frames and hands each stream its part.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use meshwork_hpack::Decoder;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Error;
+use super::state::{Inner, MAX_HEADER_LIST, State};
+use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
+
+/// The largest frame accepted (the protocol default, never raised).
+const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
+
+/// A header block still arriving in CONTINUATION frames.
+struct Partial {
+    stream: u32,
+    end_stream: bool,
+    block: Vec<u8>,
+}
+
+/// The connection's task; it ends when the connection does.
+pub struct Connection<IO> {
+    io: IO,
+    inner: Arc<Inner>,
+    rbuf: BytesMut,
+    out: Vec<u8>,
+    written: usize,
+    decoder: Decoder,
+    partial: Option<Partial>,
+    shutting: bool,
+}
+
+impl<IO> Connection<IO> {
+    pub(super) fn new(io: IO, inner: Arc<Inner>) -> Self {
+        Connection {
+            io,
+            inner,
+            rbuf: BytesMut::new(),
+            out: Vec::new(),
+            written: 0,
+            decoder: Decoder::new(4096),
+            partial: None,
+            shutting: false,
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.inner.task.register(cx.waker());
+        loop {
+            if this.shutting {
+                return Pin::new(&mut this.io).poll_shutdown(cx).map(|_| Ok(()));
+            }
+            let mut progress = false;
+            // Write what requests and the last frames queued.
+            if this.written == this.out.len() {
+                this.out.clear();
+                this.written = 0;
+                let mut st = this.inner.lock();
+                std::mem::swap(&mut this.out, &mut st.wbuf);
+            }
+            while this.written < this.out.len() {
+                match Pin::new(&mut this.io).poll_write(cx, &this.out[this.written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        this.written += n;
+                        progress = true;
+                    }
+                    Poll::Ready(_) => {
+                        return Poll::Ready(this.end(Error::Io("write failed".into())));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if this.written == this.out.len()
+                && let Poll::Ready(Err(_)) = Pin::new(&mut this.io).poll_flush(cx)
+            {
+                return Poll::Ready(this.end(Error::Io("flush failed".into())));
+            }
+            // Read the server's frames.
+            if this.rbuf.capacity() - this.rbuf.len() < MAX_FRAME {
+                this.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    progress = true;
+                    if let Err(e) = this.read_frames() {
+                        return Poll::Ready(this.end(e));
+                    }
+                }
+                Poll::Ready(Ok(_)) => {
+                    return Poll::Ready(this.end(Error::Io("closed by the server".into())));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(this.end(Error::Io(e.to_string()))),
+                Poll::Pending => {}
+            }
+            let st = this.inner.lock();
+            if st.finished() && st.wbuf.is_empty() && this.written == this.out.len() {
+                drop(st);
+                this.inner.closed.store(true, Ordering::Relaxed);
+                this.shutting = true;
+                continue;
+            }
+            let more = !st.wbuf.is_empty() && this.written == this.out.len();
+            drop(st);
+            if !progress && !more {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<IO> Connection<IO> {
+    /// Ends the connection: every stream fails with `e`.
+    fn end(&mut self, e: Error) -> Result<(), Error> {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.lock().fail_all(&e);
+        Err(e)
+    }
+
+    /// Fails the connection for a server's protocol error: GOAWAY queued
+    /// (written if the socket takes it at once), then the end.
+    fn protocol_error(&mut self, st: &mut State, code: u32, what: &'static str) -> Error {
+        let last = 0;
+        frame::put_goaway(&mut st.wbuf, last, code);
+        Error::Protocol(code, what)
+    }
+
+    fn read_frames(&mut self) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        let mut st = inner.lock();
+        while self.rbuf.len() >= frame::HEADER_LEN {
+            let head = Head::parse(self.rbuf[..frame::HEADER_LEN].try_into().unwrap());
+            if head.len > MAX_FRAME {
+                return Err(self.protocol_error(
+                    &mut st,
+                    reason::FRAME_SIZE_ERROR,
+                    "frame too large",
+                ));
+            }
+            if self.rbuf.len() < frame::HEADER_LEN + head.len {
+                self.rbuf
+                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
+                break;
+            }
+            let mut payload = self.rbuf.split_to(frame::HEADER_LEN + head.len).freeze();
+            let _ = payload.split_to(frame::HEADER_LEN);
+            if let Err((code, what)) = self.on_frame(&mut st, head, payload) {
+                return Err(self.protocol_error(&mut st, code, what));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(
+        &mut self,
+        st: &mut State,
+        head: Head,
+        payload: Bytes,
+    ) -> Result<(), (u32, &'static str)> {
+        if let Some(p) = &self.partial
+            && (head.kind != kind::CONTINUATION || head.stream != p.stream)
+        {
+            return Err((reason::PROTOCOL_ERROR, "header block interrupted"));
+        }
+        match head.kind {
+            kind::DATA => on_data(st, head, payload),
+            kind::HEADERS => {
+                let mut range = frame::strip_padding(&payload, head.has(flag::PADDED))
+                    .ok_or((reason::PROTOCOL_ERROR, "bad padding"))?;
+                if head.has(flag::PRIORITY) {
+                    if range.len() < 5 {
+                        return Err((reason::FRAME_SIZE_ERROR, "HEADERS too short"));
+                    }
+                    range.start += 5;
+                }
+                let end_stream = head.has(flag::END_STREAM);
+                if head.has(flag::END_HEADERS) {
+                    self.on_block(st, head.stream, end_stream, &payload[range])
+                } else {
+                    self.partial = Some(Partial {
+                        stream: head.stream,
+                        end_stream,
+                        block: payload[range].to_vec(),
+                    });
+                    Ok(())
+                }
+            }
+            kind::CONTINUATION => {
+                let Some(mut p) = self.partial.take() else {
+                    return Err((reason::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
+                };
+                p.block.extend_from_slice(&payload);
+                if p.block.len() > 4 * MAX_HEADER_LIST + 4096 {
+                    return Err((reason::ENHANCE_YOUR_CALM, "header block too large"));
+                }
+                if head.has(flag::END_HEADERS) {
+                    self.on_block(st, p.stream, p.end_stream, &p.block)
+                } else {
+                    self.partial = Some(p);
+                    Ok(())
+                }
+            }
+            kind::RST_STREAM => {
+                let code = <[u8; 4]>::try_from(&payload[..])
+                    .map_err(|_| (reason::FRAME_SIZE_ERROR, "RST_STREAM not 4 octets"))?;
+                if let Some(s) = st.streams.get_mut(&head.stream) {
+                    s.recv_end = true;
+                    s.local_end = true;
+                    s.fail(Error::Reset(u32::from_be_bytes(code)));
+                }
+                Ok(())
+            }
+            kind::SETTINGS => on_settings(st, &self.inner, head, &payload),
+            kind::PING => {
+                if payload.len() != 8 {
+                    return Err((reason::FRAME_SIZE_ERROR, "PING not 8 octets"));
+                }
+                if !head.has(flag::ACK) {
+                    frame::put_ping_ack(&mut st.wbuf, &payload);
+                }
+                Ok(())
+            }
+            kind::GOAWAY => {
+                let last = payload
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes(b.try_into().unwrap()) & 0x7fff_ffff)
+                    .ok_or((reason::FRAME_SIZE_ERROR, "GOAWAY too short"))?;
+                self.inner.closed.store(true, Ordering::Relaxed);
+                st.going_away = Some(last);
+                for (id, s) in st.streams.iter_mut() {
+                    if *id > last {
+                        s.recv_end = true;
+                        s.local_end = true;
+                        s.fail(Error::Refused);
+                    }
+                }
+                Ok(())
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = <[u8; 4]>::try_from(&payload[..])
+                    .map_err(|_| (reason::FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 octets"))?;
+                let inc = i64::from(u32::from_be_bytes(inc) & 0x7fff_ffff);
+                if head.stream == 0 {
+                    st.conn_send += inc;
+                    if inc == 0 || st.conn_send > frame::MAX_WINDOW {
+                        return Err((reason::FLOW_CONTROL_ERROR, "bad connection window update"));
+                    }
+                    for s in st.streams.values_mut() {
+                        if let Some(w) = s.send_waker.take() {
+                            w.wake();
+                        }
+                    }
+                } else if let Some(s) = st.streams.get_mut(&head.stream) {
+                    s.send_window += inc;
+                    if let Some(w) = s.send_waker.take() {
+                        w.wake();
+                    }
+                }
+                Ok(())
+            }
+            kind::PUSH_PROMISE => Err((reason::PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A whole header block: a stream's response head, or its trailers.
+    fn on_block(
+        &mut self,
+        st: &mut State,
+        id: u32,
+        end: bool,
+        block: &[u8],
+    ) -> Result<(), (u32, &'static str)> {
+        let mut status = None;
+        let mut headers = HeaderMap::new();
+        let mut size = 0;
+        let mut bad = false;
+        self.decoder
+            .decode(block, |f| {
+                size += f.name.len() + f.value.len() + 32;
+                if f.name == b":status" {
+                    status = http::StatusCode::from_bytes(f.value).ok();
+                    bad |= status.is_none();
+                } else if f.name.starts_with(b":") || size > MAX_HEADER_LIST {
+                    bad = true;
+                } else {
+                    match (
+                        HeaderName::from_bytes(f.name),
+                        HeaderValue::from_bytes(f.value),
+                    ) {
+                        (Ok(n), Ok(v)) => {
+                            headers.append(n, v);
+                        }
+                        _ => bad = true,
+                    }
+                }
+            })
+            .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
+        let Some(s) = st.streams.get_mut(&id) else {
+            return Ok(()); // a stream already forgotten
+        };
+        if bad {
+            s.fail(Error::Protocol(
+                reason::PROTOCOL_ERROR,
+                "malformed response head",
+            ));
+            s.recv_end = true;
+            s.local_end = true;
+            frame::put_rst(&mut st.wbuf, id, reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        if !s.head_delivered {
+            let Some(status) = status else {
+                s.fail(Error::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "response without :status",
+                ));
+                return Ok(());
+            };
+            if status.is_informational() && !end {
+                return Ok(()); // interim (100 Continue, 103): not forwarded
+            }
+            let mut resp = http::Response::new(());
+            *resp.status_mut() = status;
+            *resp.version_mut() = http::Version::HTTP_2;
+            *resp.headers_mut() = headers;
+            s.head = Some(resp.into_parts().0);
+            s.head_delivered = true;
+        } else {
+            if !end {
+                s.fail(Error::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "trailers without END_STREAM",
+                ));
+                return Ok(());
+            }
+            s.trailers = Some(headers);
+        }
+        if end {
+            s.recv_end = true;
+        }
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+fn on_data(st: &mut State, head: Head, payload: Bytes) -> Result<(), (u32, &'static str)> {
+    let len = payload.len();
+    if len as i64 > st.conn_recv {
+        return Err((reason::FLOW_CONTROL_ERROR, "connection window exceeded"));
+    }
+    st.conn_recv -= len as i64;
+    let range = frame::strip_padding(&payload, head.has(flag::PADDED))
+        .ok_or((reason::PROTOCOL_ERROR, "bad padding"))?;
+    let data = payload.slice(range);
+    let end = head.has(flag::END_STREAM);
+    let Some(s) = st.streams.get_mut(&head.stream) else {
+        // Forgotten (cancelled) already: the window comes back at once.
+        st.give_back(0, len);
+        return Ok(());
+    };
+    if s.recv_end || len as i64 > s.recv_window || !s.head_delivered {
+        let code = if s.recv_end {
+            reason::STREAM_CLOSED
+        } else {
+            reason::PROTOCOL_ERROR
+        };
+        s.fail(Error::Protocol(code, "DATA out of place"));
+        s.recv_end = true;
+        s.local_end = true;
+        frame::put_rst(&mut st.wbuf, head.stream, code);
+        st.give_back(0, len);
+        return Ok(());
+    }
+    s.recv_window -= len as i64;
+    let padding = len - data.len();
+    if !data.is_empty() {
+        s.buffered += data.len();
+        s.data.push_back(data);
+    }
+    if end {
+        s.recv_end = true;
+    }
+    if let Some(w) = s.recv_waker.take() {
+        w.wake();
+    }
+    if padding > 0 {
+        st.give_back(head.stream, padding);
+    }
+    Ok(())
+}
+
+fn on_settings(
+    st: &mut State,
+    inner: &Inner,
+    head: Head,
+    payload: &[u8],
+) -> Result<(), (u32, &'static str)> {
+    if head.has(flag::ACK) {
+        return Ok(());
+    }
+    if !payload.len().is_multiple_of(6) {
+        return Err((reason::FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6"));
+    }
+    for entry in payload.chunks_exact(6) {
+        let id = u16::from_be_bytes([entry[0], entry[1]]);
+        let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+        match id {
+            setting::MAX_CONCURRENT_STREAMS => {
+                inner.max_streams.store(value as usize, Ordering::Relaxed);
+            }
+            setting::INITIAL_WINDOW_SIZE => {
+                let value = i64::from(value);
+                if value > frame::MAX_WINDOW {
+                    return Err((reason::FLOW_CONTROL_ERROR, "window too large"));
+                }
+                let delta = value - st.peer_window;
+                st.peer_window = value;
+                for s in st.streams.values_mut() {
+                    s.send_window += delta;
+                    if let Some(w) = s.send_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            setting::MAX_FRAME_SIZE => {
+                if !(frame::DEFAULT_MAX_FRAME as u32..=frame::MAX_MAX_FRAME).contains(&value) {
+                    return Err((reason::PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range"));
+                }
+                st.peer_max_frame = value as usize;
+            }
+            _ => {}
+        }
+    }
+    frame::put_settings_ack(&mut st.wbuf);
+    Ok(())
+}
