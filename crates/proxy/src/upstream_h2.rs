@@ -361,6 +361,11 @@ impl Pump {
     /// then carries the error).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
+            // A reset stream (e.g. the server answered and reset, or the
+            // response was dropped) reads no more of the body.
+            if self.tx.poll_closed(cx).is_ready() {
+                return Poll::Ready(());
+            }
             if let Some((data, end)) = &mut self.held {
                 let end = *end;
                 match ready!(self.tx.poll_send(cx, data, end)) {
@@ -454,5 +459,12 @@ impl Body for H2Body {
         } else {
             SizeHint::default()
         }
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        // Unread, the response's data would hold the connection's window.
+        self.recv.stop_receiving();
     }
 }

@@ -24,6 +24,7 @@ const BIG: usize = 3 << 20;
 /// - `/big`: answers with [`BIG`] bytes.
 /// - `/bye`: sends GOAWAY, then answers.
 /// - `/refuse`: resets the stream with REFUSED_STREAM.
+/// - `/cut`: answers with some data, then resets the stream.
 async fn h2_backend() -> (u16, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -53,6 +54,13 @@ async fn serve(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
     let head = Response::new(());
     match path.as_str() {
         "/refuse" => respond.send_reset(h2::Reason::REFUSED_STREAM),
+        "/cut" => {
+            let mut tx = respond.send_response(head, false).unwrap();
+            tx.send_data(Bytes::from_static(b"half of it"), false)
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tx.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
         "/echo" => {
             let mut tx = respond.send_response(head, false).unwrap();
             while let Some(chunk) = body.data().await {
@@ -360,5 +368,25 @@ async fn another_connection_opens_when_streams_are_at_the_servers_limit() {
     assert!(
         conns.load(Ordering::SeqCst) >= 2,
         "a second upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_upstream_resets_midway_fails_downstream_instead_of_ending() {
+    let (backend, _) = h2_backend().await;
+    let (_mesh, _port, client) = proxy_to(backend).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(request("GET", "/cut"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.data().await.unwrap().unwrap();
+    assert_eq!(first, "half of it");
+    // The upstream's reset must reach the client as a reset, never as a
+    // clean end of a shorter body.
+    let rest = body.data().await;
+    assert!(
+        matches!(rest, Some(Err(_))),
+        "a cut response ended cleanly: {rest:?}"
     );
 }

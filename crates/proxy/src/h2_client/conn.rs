@@ -83,10 +83,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                     Poll::Pending => break,
                 }
             }
-            if this.written == this.out.len()
-                && let Poll::Ready(Err(_)) = Pin::new(&mut this.io).poll_flush(cx)
-            {
-                return Poll::Ready(this.end(Error::Io("flush failed".into())));
+            if this.written == this.out.len() {
+                if let Poll::Ready(Err(_)) = Pin::new(&mut this.io).poll_flush(cx) {
+                    return Poll::Ready(this.end(Error::Io("flush failed".into())));
+                }
+                // Senders held back by a full buffer may go on.
+                let waiters = std::mem::take(&mut this.inner.lock().buffer_waiters);
+                waiters.into_iter().for_each(std::task::Waker::wake);
             }
             // Read the server's frames.
             if this.rbuf.capacity() - this.rbuf.len() < MAX_FRAME {
@@ -96,6 +99,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     progress = true;
                     if let Err(e) = this.read_frames() {
+                        // One try to tell the server why (GOAWAY queued).
+                        let goaway = std::mem::take(&mut this.inner.lock().wbuf);
+                        let _ = Pin::new(&mut this.io).poll_write(cx, &goaway);
                         return Poll::Ready(this.end(e));
                     }
                 }
@@ -130,10 +136,10 @@ impl<IO> Connection<IO> {
     }
 
     /// Fails the connection for a server's protocol error: GOAWAY queued
-    /// (written if the socket takes it at once), then the end.
+    /// alone (the caller tries to write it once), then the end.
     fn protocol_error(&mut self, st: &mut State, code: u32, what: &'static str) -> Error {
-        let last = 0;
-        frame::put_goaway(&mut st.wbuf, last, code);
+        st.wbuf.clear();
+        frame::put_goaway(&mut st.wbuf, 0, code);
         Error::Protocol(code, what)
     }
 
@@ -173,6 +179,16 @@ impl<IO> Connection<IO> {
             && (head.kind != kind::CONTINUATION || head.stream != p.stream)
         {
             return Err((reason::PROTOCOL_ERROR, "header block interrupted"));
+        }
+        let wrong_stream = match head.kind {
+            kind::DATA | kind::HEADERS | kind::RST_STREAM | kind::CONTINUATION => {
+                head.stream == 0 || head.stream.is_multiple_of(2) || head.stream >= st.next_id
+            }
+            kind::SETTINGS | kind::PING | kind::GOAWAY => head.stream != 0,
+            _ => false,
+        };
+        if wrong_stream {
+            return Err((reason::PROTOCOL_ERROR, "frame on the wrong stream"));
         }
         match head.kind {
             kind::DATA => on_data(st, head, payload),
@@ -216,8 +232,6 @@ impl<IO> Connection<IO> {
                 let code = <[u8; 4]>::try_from(&payload[..])
                     .map_err(|_| (reason::FRAME_SIZE_ERROR, "RST_STREAM not 4 octets"))?;
                 if let Some(s) = st.streams.get_mut(&head.stream) {
-                    s.recv_end = true;
-                    s.local_end = true;
                     s.fail(Error::Reset(u32::from_be_bytes(code)));
                 }
                 Ok(())
@@ -241,8 +255,6 @@ impl<IO> Connection<IO> {
                 st.going_away = Some(last);
                 for (id, s) in st.streams.iter_mut() {
                     if *id > last {
-                        s.recv_end = true;
-                        s.local_end = true;
                         s.fail(Error::Refused);
                     }
                 }
@@ -264,8 +276,17 @@ impl<IO> Connection<IO> {
                     }
                 } else if let Some(s) = st.streams.get_mut(&head.stream) {
                     s.send_window += inc;
-                    if let Some(w) = s.send_waker.take() {
-                        w.wake();
+                    let bad = if inc == 0 {
+                        Some(reason::PROTOCOL_ERROR)
+                    } else {
+                        (s.send_window > frame::MAX_WINDOW).then_some(reason::FLOW_CONTROL_ERROR)
+                    };
+                    match bad {
+                        Some(code) if !s.closed => {
+                            s.fail(Error::Protocol(code, "bad stream window update"));
+                            frame::put_rst(&mut st.wbuf, head.stream, code);
+                        }
+                        _ => s.wake_all(),
                     }
                 }
                 Ok(())
@@ -311,25 +332,34 @@ impl<IO> Connection<IO> {
         let Some(s) = st.streams.get_mut(&id) else {
             return Ok(()); // a stream already forgotten
         };
-        if bad {
-            s.fail(Error::Protocol(
-                reason::PROTOCOL_ERROR,
-                "malformed response head",
-            ));
-            s.recv_end = true;
-            s.local_end = true;
-            frame::put_rst(&mut st.wbuf, id, reason::PROTOCOL_ERROR);
+        if s.closed {
+            return Ok(()); // reset already: late frames are dropped
+        }
+        let problem = if bad {
+            Some((reason::PROTOCOL_ERROR, "malformed response head"))
+        } else if s.recv_end {
+            Some((reason::STREAM_CLOSED, "HEADERS after the end of the stream"))
+        } else if !s.head_delivered {
+            match status {
+                None => Some((reason::PROTOCOL_ERROR, "response without :status")),
+                Some(st) if st.is_informational() && end => {
+                    Some((reason::PROTOCOL_ERROR, "interim response ends the stream"))
+                }
+                _ => None,
+            }
+        } else if !end {
+            Some((reason::PROTOCOL_ERROR, "trailers without END_STREAM"))
+        } else {
+            None
+        };
+        if let Some((code, what)) = problem {
+            s.fail(Error::Protocol(code, what));
+            frame::put_rst(&mut st.wbuf, id, code);
             return Ok(());
         }
         if !s.head_delivered {
-            let Some(status) = status else {
-                s.fail(Error::Protocol(
-                    reason::PROTOCOL_ERROR,
-                    "response without :status",
-                ));
-                return Ok(());
-            };
-            if status.is_informational() && !end {
+            let status = status.expect("checked above");
+            if status.is_informational() {
                 return Ok(()); // interim (100 Continue, 103): not forwarded
             }
             let mut resp = http::Response::new(());
@@ -339,13 +369,6 @@ impl<IO> Connection<IO> {
             s.head = Some(resp.into_parts().0);
             s.head_delivered = true;
         } else {
-            if !end {
-                s.fail(Error::Protocol(
-                    reason::PROTOCOL_ERROR,
-                    "trailers without END_STREAM",
-                ));
-                return Ok(());
-            }
             s.trailers = Some(headers);
         }
         if end {
@@ -373,15 +396,22 @@ fn on_data(st: &mut State, head: Head, payload: Bytes) -> Result<(), (u32, &'sta
         st.give_back(0, len);
         return Ok(());
     };
-    if s.recv_end || len as i64 > s.recv_window || !s.head_delivered {
-        let code = if s.recv_end {
-            reason::STREAM_CLOSED
-        } else {
-            reason::PROTOCOL_ERROR
-        };
+    if s.closed {
+        // Reset already: in-flight data is dropped (RFC 9113 §5.4.2).
+        st.give_back(0, len);
+        return Ok(());
+    }
+    let problem = if s.recv_end {
+        Some(reason::STREAM_CLOSED)
+    } else if len as i64 > s.recv_window {
+        Some(reason::FLOW_CONTROL_ERROR)
+    } else if !s.head_delivered {
+        Some(reason::PROTOCOL_ERROR)
+    } else {
+        None
+    };
+    if let Some(code) = problem {
         s.fail(Error::Protocol(code, "DATA out of place"));
-        s.recv_end = true;
-        s.local_end = true;
         frame::put_rst(&mut st.wbuf, head.stream, code);
         st.give_back(0, len);
         return Ok(());
@@ -416,6 +446,11 @@ fn on_settings(
     if !payload.len().is_multiple_of(6) {
         return Err((reason::FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6"));
     }
+    if !st.settings_seen {
+        // A server that names no limit has none (h2 and Go do the same).
+        st.settings_seen = true;
+        inner.max_streams.store(usize::MAX, Ordering::Relaxed);
+    }
     for entry in payload.chunks_exact(6) {
         let id = u16::from_be_bytes([entry[0], entry[1]]);
         let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
@@ -432,6 +467,9 @@ fn on_settings(
                 st.peer_window = value;
                 for s in st.streams.values_mut() {
                     s.send_window += delta;
+                    if s.send_window > frame::MAX_WINDOW {
+                        return Err((reason::FLOW_CONTROL_ERROR, "window overflow"));
+                    }
                     if let Some(w) = s.send_waker.take() {
                         w.wake();
                     }

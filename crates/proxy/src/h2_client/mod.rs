@@ -239,10 +239,9 @@ impl Clone for StreamRef {
 
 impl Drop for StreamRef {
     fn drop(&mut self) {
-        let queued = self.inner.lock().release(self.id);
-        if queued {
-            self.inner.task.wake();
-        }
+        self.inner.lock().release(self.id);
+        // The task writes a reset, or ends an unused connection.
+        self.inner.task.wake();
     }
 }
 
@@ -349,6 +348,7 @@ impl StreamRef {
                 wbuf,
                 conn_send,
                 peer_max_frame,
+                buffer_waiters,
                 ..
             } = st;
             let Some(s) = streams.get_mut(&id) else {
@@ -360,6 +360,11 @@ impl StreamRef {
             }
             if s.local_end {
                 return (Poll::Ready(Ok(())), false);
+            }
+            if wbuf.len() >= state::SEND_LIMIT {
+                // The task has not written out what is queued yet.
+                buffer_waiters.push(cx.waker().clone());
+                return (Poll::Pending, true);
             }
             let allowed = s.send_window.min(*conn_send).max(0) as usize;
             let n = data.len().min(allowed);
@@ -382,6 +387,25 @@ impl StreamRef {
             self.inner.task.wake();
         }
         polled
+    }
+
+    /// Ready once the stream is reset or gone (a request body need not
+    /// be read further).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.with(|st, id| match st.streams.get_mut(&id) {
+            Some(s) if !s.closed => {
+                s.send_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        })
+    }
+
+    /// Nobody will read the response: a stream still open is reset
+    /// (CANCEL) and what it holds is given back.
+    pub fn stop_receiving(&self) {
+        self.with(|st, id| st.cancel(id));
+        self.inner.task.wake();
     }
 
     /// Sends the request's trailers, which end it.

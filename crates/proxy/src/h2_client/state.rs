@@ -24,6 +24,8 @@ pub const CONN_WINDOW: u32 = 5 << 20;
 pub const MAX_HEADER_LIST: usize = 16 << 10;
 /// Streams opened before the server's SETTINGS say how many it takes.
 pub const INITIAL_MAX_STREAMS: usize = 100;
+/// Request frames queued before senders wait for the task to write.
+pub const SEND_LIMIT: usize = 512 * 1024;
 
 /// A connection's shared part.
 pub struct Inner {
@@ -59,10 +61,13 @@ pub struct Stream {
     pub data: VecDeque<Bytes>,
     pub buffered: usize,
     pub trailers: Option<HeaderMap>,
-    /// The server ended its side.
+    /// The server ended its side with END_STREAM (a clean end).
     pub recv_end: bool,
     /// The proxy ended its side (END_STREAM or a reset sent).
     pub local_end: bool,
+    /// Reset (either way) or failed: later frames are dropped quietly.
+    pub closed: bool,
+    /// Why it failed; a response that had ended cleanly keeps its result.
     pub error: Option<Error>,
     /// The response side waits for a head, data or trailers.
     pub recv_waker: Option<Waker>,
@@ -83,9 +88,11 @@ impl Stream {
         }
     }
 
-    /// Fails the stream unless it already failed.
+    /// Fails the stream unless it already failed, and closes it.
     pub fn fail(&mut self, e: Error) {
         self.error.get_or_insert(e);
+        self.closed = true;
+        self.local_end = true;
         self.wake_all();
     }
 }
@@ -110,6 +117,10 @@ pub struct State {
     pub failure: Option<Error>,
     /// `ClientConn` handles alive; at zero with no streams, it closes.
     pub senders: usize,
+    /// Senders waiting for the output buffer to drain below [`SEND_LIMIT`].
+    pub buffer_waiters: Vec<Waker>,
+    /// The server's first SETTINGS came.
+    pub settings_seen: bool,
 }
 
 impl State {
@@ -139,6 +150,8 @@ impl State {
             going_away: None,
             failure: None,
             senders: 1,
+            buffer_waiters: Vec::new(),
+            settings_seen: false,
         }
     }
 
@@ -148,9 +161,12 @@ impl State {
         let mut queued = false;
         if let Some(s) = self.streams.get_mut(&id)
             && !s.recv_end
+            && !s.closed
         {
             s.owed += n as u32;
-            if s.owed >= STREAM_WINDOW / 2 {
+            // Half a window owed, or as much as the server has left (so
+            // unread streams never starve the one being read).
+            if s.owed >= STREAM_WINDOW / 2 || i64::from(s.owed) >= s.recv_window {
                 frame::put_window_update(&mut self.wbuf, id, s.owed);
                 s.recv_window += i64::from(s.owed);
                 s.owed = 0;
@@ -158,7 +174,7 @@ impl State {
             }
         }
         self.conn_owed += n as u32;
-        if self.conn_owed >= CONN_WINDOW / 2 {
+        if self.conn_owed >= CONN_WINDOW / 2 || i64::from(self.conn_owed) >= self.conn_recv {
             frame::put_window_update(&mut self.wbuf, 0, self.conn_owed);
             self.conn_recv += i64::from(self.conn_owed);
             self.conn_owed = 0;
@@ -168,26 +184,34 @@ impl State {
     }
 
     /// One handle of stream `id` less; the last one forgets the stream,
-    /// resetting it (CANCEL) if either side is still open. Whether frames
-    /// were queued.
-    pub fn release(&mut self, id: u32) -> bool {
+    /// resetting it (CANCEL) if either side is still open.
+    pub fn release(&mut self, id: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
-            return false;
+            return;
         };
         s.handles -= 1;
-        if s.handles > 0 {
-            return false;
+        if s.handles == 0 {
+            self.cancel(id);
+            self.streams.remove(&id);
         }
-        let s = self.streams.remove(&id).expect("present");
-        let mut queued = false;
-        if s.error.is_none() && !(s.local_end && s.recv_end) {
+    }
+
+    /// Stops receiving on stream `id` (nobody reads the response): a
+    /// stream still open is reset (CANCEL), what it holds is given back.
+    pub fn cancel(&mut self, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let open = !(s.closed || s.local_end && s.recv_end);
+        let held = std::mem::take(&mut s.buffered);
+        s.data.clear();
+        if open {
+            s.fail(Error::Reset(reason::CANCEL));
             frame::put_rst(&mut self.wbuf, id, reason::CANCEL);
-            queued = true;
         }
-        if s.buffered > 0 {
-            queued |= self.give_back(id, s.buffered);
+        if held > 0 {
+            self.give_back(0, held);
         }
-        queued
     }
 
     /// Fails every stream, and the connection for new ones.
