@@ -149,6 +149,29 @@ impl Head {
     }
 }
 
+/// Takes the next whole frame off the front of `buf`: its header and
+/// payload, `Ok(None)` when more bytes are needed (room is reserved), or
+/// `Err(())` when the frame is larger than `max` (FRAME_SIZE_ERROR).
+#[allow(clippy::result_unit_err)]
+pub fn take_frame(
+    buf: &mut bytes::BytesMut,
+    max: usize,
+) -> Result<Option<(Head, bytes::Bytes)>, ()> {
+    let Some(head) = buf.first_chunk::<HEADER_LEN>().map(Head::parse) else {
+        return Ok(None);
+    };
+    if head.len > max {
+        return Err(());
+    }
+    if buf.len() < HEADER_LEN + head.len {
+        buf.reserve(HEADER_LEN + head.len - buf.len());
+        return Ok(None);
+    }
+    let mut payload = buf.split_to(HEADER_LEN + head.len).freeze();
+    let _ = payload.split_to(HEADER_LEN);
+    Ok(Some((head, payload)))
+}
+
 /// Appends a frame header.
 pub fn put_head(dst: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
     let len = len as u32;
@@ -320,6 +343,31 @@ mod tests {
                 (kind::CONTINUATION, 0, 10),
                 (kind::CONTINUATION, flag::END_HEADERS, 5)
             ]
+        );
+    }
+
+    #[test]
+    fn whole_frames_are_taken_and_partial_or_oversized_ones_are_not() {
+        let mut wire = Vec::new();
+        put_ping_ack(&mut wire, b"12345678");
+        put_rst(&mut wire, 3, reason::CANCEL);
+        let mut buf = bytes::BytesMut::from(&wire[..20]);
+        let (head, payload) = take_frame(&mut buf, 16).unwrap().unwrap();
+        assert_eq!((head.kind, &payload[..]), (kind::PING, &b"12345678"[..]));
+        assert_eq!(take_frame(&mut buf, 16), Ok(None), "3 of 13 octets");
+        buf.extend_from_slice(&wire[20..]);
+        let (head, payload) = take_frame(&mut buf, 16).unwrap().unwrap();
+        assert_eq!(
+            (head.kind, head.stream, payload.len()),
+            (kind::RST_STREAM, 3, 4)
+        );
+        assert!(buf.is_empty());
+        let mut big = bytes::BytesMut::new();
+        big.extend_from_slice(&wire[..9]);
+        assert_eq!(
+            take_frame(&mut big, 4),
+            Err(()),
+            "8 octets over a limit of 4"
         );
     }
 

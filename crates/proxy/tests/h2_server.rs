@@ -111,6 +111,23 @@ impl Raw {
     }
 }
 
+/// Sends `body` on `send` in 64 KiB chunks as the windows allow, then
+/// ends the stream.
+fn upload(mut send: h2::SendStream<Bytes>, body: Bytes) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for chunk in body.chunks(64 * 1024) {
+            send.reserve_capacity(chunk.len());
+            while send.capacity() < chunk.len() {
+                let got = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
+                got.unwrap().unwrap();
+            }
+            send.send_data(Bytes::copy_from_slice(chunk), false)
+                .unwrap();
+        }
+        send.send_data(Bytes::new(), true).unwrap();
+    })
+}
+
 fn decode(block: &[u8]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     meshwork_hpack::Decoder::new(4096)
@@ -146,24 +163,10 @@ async fn a_large_body_passes_both_ways_through_small_client_windows() {
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
     let req = http::Request::post("http://a/echo").body(()).unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let (resp, send) = client.send_request(req, false).unwrap();
     // 3 MiB: more than the proxy's stream and connection windows.
     let body: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let upload = {
-        let body = Bytes::from(body.clone());
-        tokio::spawn(async move {
-            for chunk in body.chunks(64 * 1024) {
-                send.reserve_capacity(chunk.len());
-                while send.capacity() < chunk.len() {
-                    let got = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
-                    got.unwrap().unwrap();
-                }
-                send.send_data(Bytes::copy_from_slice(chunk), false)
-                    .unwrap();
-            }
-            send.send_data(Bytes::new(), true).unwrap();
-        })
-    };
+    let upload = upload(send, Bytes::from(body.clone()));
     let download = async {
         let resp = resp.await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -315,22 +318,8 @@ async fn an_upload_read_by_another_task_gets_its_window_back_and_a_large_answer_
     let req = http::Request::post("http://a/echo-after-read")
         .body(())
         .unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
-    let upload = {
-        let body = Bytes::from(body.clone());
-        tokio::spawn(async move {
-            for chunk in body.chunks(64 * 1024) {
-                send.reserve_capacity(chunk.len());
-                while send.capacity() < chunk.len() {
-                    let got = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
-                    got.unwrap().unwrap();
-                }
-                send.send_data(Bytes::copy_from_slice(chunk), false)
-                    .unwrap();
-            }
-            send.send_data(Bytes::new(), true).unwrap();
-        })
-    };
+    let (resp, send) = client.send_request(req, false).unwrap();
+    let upload = upload(send, Bytes::from(body.clone()));
     let exchange = async {
         let resp = resp.await.unwrap();
         assert_eq!(resp.status(), 200);

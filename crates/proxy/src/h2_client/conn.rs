@@ -146,22 +146,15 @@ impl<IO> Connection<IO> {
     fn read_frames(&mut self) -> Result<(), Error> {
         let inner = self.inner.clone();
         let mut st = inner.lock();
-        while self.rbuf.len() >= frame::HEADER_LEN {
-            let head = Head::parse(self.rbuf[..frame::HEADER_LEN].try_into().unwrap());
-            if head.len > MAX_FRAME {
-                return Err(self.protocol_error(
-                    &mut st,
-                    reason::FRAME_SIZE_ERROR,
-                    "frame too large",
-                ));
-            }
-            if self.rbuf.len() < frame::HEADER_LEN + head.len {
-                self.rbuf
-                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
-                break;
-            }
-            let mut payload = self.rbuf.split_to(frame::HEADER_LEN + head.len).freeze();
-            let _ = payload.split_to(frame::HEADER_LEN);
+        loop {
+            let (head, payload) = match frame::take_frame(&mut self.rbuf, MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(()) => {
+                    let e = reason::FRAME_SIZE_ERROR;
+                    return Err(self.protocol_error(&mut st, e, "frame too large"));
+                }
+            };
             if let Err((code, what)) = self.on_frame(&mut st, head, payload) {
                 return Err(self.protocol_error(&mut st, code, what));
             }

@@ -300,21 +300,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let _ = self.rbuf.split_to(n);
             self.preface_seen = true;
         }
-        while self.rbuf.len() >= frame::HEADER_LEN {
-            let head = Head::parse(self.rbuf[..frame::HEADER_LEN].try_into().unwrap());
-            if head.len > MAX_FRAME {
-                return Err(ConnError(
-                    reason::FRAME_SIZE_ERROR,
-                    "frame larger than allowed",
-                ));
-            }
-            if self.rbuf.len() < frame::HEADER_LEN + head.len {
-                self.rbuf
-                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
-                break;
-            }
-            let mut payload = self.rbuf.split_to(frame::HEADER_LEN + head.len).freeze();
-            let _ = payload.split_to(frame::HEADER_LEN);
+        loop {
+            let (head, payload) = match frame::take_frame(&mut self.rbuf, MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(()) => {
+                    let e = reason::FRAME_SIZE_ERROR;
+                    return Err(ConnError(e, "frame larger than allowed"));
+                }
+            };
             if self.failed {
                 break;
             }
