@@ -23,15 +23,6 @@ const WINDOW_UPDATE: u8 = 8;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 
-async fn mesh_with(limits: Limits) -> (Mesh, u16) {
-    let a = http_backend("a").await;
-    let mesh = Mesh::start_with(limits).await;
-    let port = free_port();
-    mesh.serve_http(port, &[a], false);
-    mesh.wait_ready(port).await;
-    (mesh, port)
-}
-
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];

@@ -19,15 +19,6 @@ async fn raw_exchange(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn mesh_with(limits: Limits) -> (Mesh, u16) {
-    let a = http_backend("a").await;
-    let mesh = Mesh::start_with(limits).await;
-    let port = free_port();
-    mesh.serve_http(port, &[a], false);
-    mesh.wait_ready(port).await;
-    (mesh, port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_headers_is_431() {
     let (_mesh, port) = mesh_with(Limits {

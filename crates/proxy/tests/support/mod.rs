@@ -306,6 +306,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
+/// A proxy with `limits` whose listener (the returned port) sends
+/// everything to one [`http_backend`].
+pub async fn mesh_with(limits: meshwork_proxy::options::Limits) -> (Mesh, u16) {
+    let a = http_backend("a").await;
+    let mesh = Mesh::start_with(limits).await;
+    let port = free_port();
+    mesh.serve_http(port, &[a], false);
+    mesh.wait_ready(port).await;
+    (mesh, port)
+}
+
 /// A real HTTP/1.1 + HTTP/2 backend (hyper) that answers with its name and
 /// echoes request bodies (`/echo` streams them back, `/echo-after-read`
 /// reads them whole first); `/slow` waits 2 s.
