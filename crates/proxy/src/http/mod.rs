@@ -8,7 +8,7 @@ pub mod fault;
 mod forward;
 pub mod h1_head;
 mod h1_server;
-mod h2_server;
+pub mod h2_server;
 pub mod headers;
 pub mod mirror;
 pub mod replay;

@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use conn::Settings;
-use conn::{Conn, MakeHandler};
+pub use conn::{Conn, MakeHandler, Settings};
+pub use recv::RecvBody;
 pub(crate) use recv::{Broken, BrokenBody};
+pub use stream::Handler;
 
 use super::request::{self, HttpConn};
 
