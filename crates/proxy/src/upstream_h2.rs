@@ -8,7 +8,6 @@
 //! and writes a body already at hand, so both leave in one write; only a
 //! body still streaming when the response arrives gets a task of its own.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,7 +34,8 @@ use crate::upstream_conn::{ConnUses, PoolSettings, set_keepalive};
 #[derive(Debug)]
 pub struct H2Pool {
     settings: PoolSettings,
-    conns: Mutex<HashMap<SocketAddr, Vec<H2Conn>>>,
+    /// By endpoint (foldhash: a checkout per request).
+    conns: Mutex<foldhash::HashMap<SocketAddr, Vec<H2Conn>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +96,11 @@ fn now_ms(epoch: Instant) -> u64 {
 
 /// Takes connection `id` out of the pool's list for `endpoint`, and the
 /// list out when it empties.
-fn remove_conn(conns: &mut HashMap<SocketAddr, Vec<H2Conn>>, endpoint: SocketAddr, id: u64) {
+fn remove_conn(
+    conns: &mut foldhash::HashMap<SocketAddr, Vec<H2Conn>>,
+    endpoint: SocketAddr,
+    id: u64,
+) {
     if let Some(list) = conns.get_mut(&endpoint) {
         list.retain(|c| c.id != id);
         if list.is_empty() {

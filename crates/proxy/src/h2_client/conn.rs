@@ -13,7 +13,7 @@ use meshwork_hpack::Decoder;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Error;
-use super::state::{Inner, MAX_HEADER_LIST, State};
+use super::state::{Inner, MAX_HEADER_LIST, SEND_LIMIT, State};
 use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
 
 /// The largest frame accepted (the protocol default, never raised).
@@ -235,6 +235,10 @@ impl<IO> Connection<IO> {
                     return Err((reason::FRAME_SIZE_ERROR, "PING not 8 octets"));
                 }
                 if !head.has(flag::ACK) {
+                    // Acks of a server that never reads pile up: bounded.
+                    if st.wbuf.len() > 4 * SEND_LIMIT {
+                        return Err((reason::ENHANCE_YOUR_CALM, "PING flood"));
+                    }
                     frame::put_ping_ack(&mut st.wbuf, &payload);
                 }
                 Ok(())

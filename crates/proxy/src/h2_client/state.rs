@@ -3,7 +3,7 @@
 //! heads, data and trailers, and both directions' flow-control windows.
 //! One mutex guards it; every holder is brief (no I/O under the lock).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::Waker;
@@ -103,7 +103,8 @@ pub struct State {
     pub wbuf: Vec<u8>,
     pub encoder: Encoder,
     pub next_id: u32,
-    pub streams: HashMap<u32, Stream>,
+    /// By id (foldhash: looked up on every frame).
+    pub streams: foldhash::HashMap<u32, Stream>,
     pub peer_window: i64,
     pub peer_max_frame: usize,
     pub conn_send: i64,
@@ -141,7 +142,7 @@ impl State {
             wbuf,
             encoder: Encoder::new(),
             next_id: 1,
-            streams: HashMap::new(),
+            streams: foldhash::HashMap::default(),
             peer_window: frame::DEFAULT_WINDOW,
             peer_max_frame: frame::DEFAULT_MAX_FRAME,
             conn_send: frame::DEFAULT_WINDOW,

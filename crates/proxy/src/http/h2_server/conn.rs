@@ -4,7 +4,7 @@
 //! sending side (responses, flow control of what the proxy sends) is in
 //! `send.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -97,7 +97,8 @@ pub struct Conn<IO> {
     conn_recv: i64,
     decoder: Decoder,
     pub(super) encoder: Encoder,
-    pub(super) streams: HashMap<u32, StreamState>,
+    /// By id (foldhash: looked up on every frame).
+    pub(super) streams: foldhash::HashMap<u32, StreamState>,
     pub(super) tasks: SelectAll<Task>,
     pub(super) blocked: VecDeque<u32>,
     last_id: u32,
@@ -149,7 +150,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             conn_recv: conn_window,
             decoder: Decoder::new(4096),
             encoder: Encoder::new(),
-            streams: HashMap::new(),
+            streams: foldhash::HashMap::default(),
             tasks: SelectAll::new(),
             blocked: VecDeque::new(),
             last_id: 0,
