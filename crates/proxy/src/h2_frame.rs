@@ -212,6 +212,12 @@ pub fn put_goaway(dst: &mut Vec<u8>, last_stream: u32, reason: u32) {
     dst.extend_from_slice(&reason.to_be_bytes());
 }
 
+/// Appends a PING.
+pub fn put_ping(dst: &mut Vec<u8>, payload: &[u8; 8]) {
+    put_head(dst, 8, kind::PING, 0, 0);
+    dst.extend_from_slice(payload);
+}
+
 /// Appends the acknowledgement of a PING.
 pub fn put_ping_ack(dst: &mut Vec<u8>, payload: &[u8]) {
     put_head(dst, payload.len(), kind::PING, flag::ACK, 0);

@@ -331,3 +331,41 @@ async fn an_upload_read_by_another_task_gets_its_window_back_and_a_large_answer_
     upload.await.unwrap();
     assert!(got == body, "the body came back changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_goes_away_in_two_steps_and_serves_streams_sent_meanwhile() {
+    let (mesh, port) = mesh_with(Limits::default()).await;
+    let mut raw = Raw::connect(port).await;
+    raw.send(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get("/slow")))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh.proxy.shutdown();
+    // First step: GOAWAY naming the highest id, and a PING.
+    let (_, _, first) = raw.next_of(GOAWAY).await.expect("a first GOAWAY");
+    assert_eq!(first[..4], 0x7fff_ffffu32.to_be_bytes(), "highest id first");
+    let (flags, _, ping) = raw.next_of(PING).await.expect("a PING");
+    assert_eq!(flags & 1, 0);
+    // A stream the client opened before it saw the GOAWAY is still served.
+    raw.send(&frame(HEADERS, END_STREAM | END_HEADERS, 3, &get("/")))
+        .await;
+    raw.send(&frame(PING, 1, 0, &ping)).await;
+    let mut last = None;
+    let mut answered = Vec::new();
+    while let Some((kind, _, id, payload)) = raw.next().await {
+        match kind {
+            GOAWAY => last = Some(u32::from_be_bytes(payload[..4].try_into().unwrap())),
+            HEADERS => answered.push(id),
+            _ => {}
+        }
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        last,
+        Some(3),
+        "the real GOAWAY names the last stream served"
+    );
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 3], "both streams answered");
+}

@@ -50,6 +50,9 @@ pub(super) const WRITE_LIMIT: usize = 64 * 1024;
 /// The largest frame the server accepts (the protocol default).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
 
+/// The PING payload of a graceful GOAWAY's round trip.
+const DRAIN_PING: [u8; 8] = *b"mw-drain";
+
 /// Streams over which the early-reset share is judged (halved past it).
 const RESET_WINDOW: usize = 1000;
 
@@ -108,6 +111,8 @@ pub struct Conn<IO> {
     returns: Arc<Returns>,
     /// The GOAWAY sent, if any: streams above its last id are ignored.
     goaway: Option<u32>,
+    /// A graceful GOAWAY's first step is out; its PING is awaited.
+    draining: bool,
     /// The connection failed: write the GOAWAY out and end.
     pub(super) failed: bool,
     read_closed: bool,
@@ -158,6 +163,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             preface_seen: false,
             settings_seen: false,
             goaway: None,
+            draining: false,
             failed: false,
             read_closed: false,
             opened: 0,
@@ -169,9 +175,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// Sends GOAWAY: streams opened so far finish, no new ones start.
     pub fn go_away(&mut self, code: u32) {
         if self.goaway.is_none() {
+            self.draining = false;
             frame::put_goaway(&mut self.wbuf, self.last_id, code);
             self.goaway = Some(self.last_id);
         }
+    }
+
+    /// Starts a graceful GOAWAY in two steps (RFC 9113 §6.8): first one
+    /// naming the highest stream id, with a PING; once the PING comes back
+    /// (or [`Conn::go_away`] is called after a while), the real one. Streams
+    /// the client opened before it saw the first are served, not dropped.
+    pub fn start_going_away(&mut self) {
+        if self.goaway.is_none() && !self.draining {
+            self.draining = true;
+            frame::put_goaway(&mut self.wbuf, 0x7fff_ffff, reason::NO_ERROR);
+            frame::put_ping(&mut self.wbuf, &DRAIN_PING);
+        }
+    }
+
+    /// Whether a graceful GOAWAY waits for its PING.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Runs the connection until it is done: the client left, it failed,
@@ -369,6 +393,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 }
                 if !head.has(flag::ACK) {
                     frame::put_ping_ack(&mut self.wbuf, &payload);
+                } else if self.draining && payload[..] == DRAIN_PING {
+                    self.go_away(reason::NO_ERROR);
                 }
                 Ok(())
             }

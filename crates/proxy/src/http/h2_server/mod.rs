@@ -37,6 +37,9 @@ use super::request::{self, HttpConn};
 /// How long a finished connection's last bytes may take to leave.
 const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a graceful GOAWAY waits for its PING to come back.
+const DRAIN_PING_WAIT: Duration = Duration::from_secs(1);
+
 /// What a client may send on one stream before the proxy reads it.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
@@ -67,6 +70,7 @@ where
     let mut drained = pin!(drain.started());
     let mut going = false;
     loop {
+        let draining = c.is_draining();
         let served = std::future::poll_fn(|cx| {
             let done = c.poll_serve(cx);
             deferred.flush();
@@ -75,14 +79,18 @@ where
         tokio::select! {
             () = served => break,
             _ = &mut drained, if !going => {
-                c.go_away(frame::reason::NO_ERROR);
+                c.start_going_away();
                 going = true;
             }
             _ = tokio::time::sleep(tick), if !going => {
                 if stats.idle_for() >= idle {
-                    c.go_away(frame::reason::NO_ERROR);
+                    c.start_going_away();
                     going = true;
                 }
+            }
+            // A client that never answers the PING gets the real GOAWAY anyway.
+            _ = tokio::time::sleep(DRAIN_PING_WAIT), if draining => {
+                c.go_away(frame::reason::NO_ERROR);
             }
         }
     }
