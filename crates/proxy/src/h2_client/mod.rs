@@ -37,6 +37,8 @@ pub enum Error {
     Io(String),
     /// The server reset the stream with this code.
     Reset(u32),
+    /// The proxy reset the stream (or forgot it) with this code.
+    Local(u32),
     /// The server's GOAWAY left the stream out (it was never processed).
     Refused,
     /// The server broke the protocol (code, what).
@@ -57,7 +59,7 @@ impl Error {
     /// The HTTP/2 error code, if any.
     pub fn code(&self) -> Option<u32> {
         match self {
-            Error::Reset(c) | Error::Protocol(c, _) => Some(*c),
+            Error::Reset(c) | Error::Local(c) | Error::Protocol(c, _) => Some(*c),
             Error::Refused => Some(reason::REFUSED_STREAM),
             Error::Io(_) => None,
         }
@@ -69,6 +71,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "connection error: {e}"),
             Error::Reset(c) => write!(f, "stream reset by the server: {}", frame::reason_name(*c)),
+            Error::Local(c) => write!(f, "stream reset by the proxy: {}", frame::reason_name(*c)),
             Error::Refused => write!(f, "stream left out by the server's GOAWAY: REFUSED_STREAM"),
             Error::Protocol(c, what) => {
                 write!(f, "protocol error ({}): {what}", frame::reason_name(*c))
@@ -265,7 +268,7 @@ impl StreamRef {
         self.with(|st, id| {
             let failure = st.failure.clone();
             let Some(s) = st.streams.get_mut(&id) else {
-                return Poll::Ready(Err(failure.unwrap_or(Error::Reset(reason::CANCEL))));
+                return Poll::Ready(Err(failure.unwrap_or(Error::Local(reason::CANCEL))));
             };
             if let Some(head) = s.head.take() {
                 return Poll::Ready(Ok(head));
@@ -282,7 +285,7 @@ impl StreamRef {
     pub fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
         let (polled, queued) = self.with(|st, id| {
             let Some(s) = st.streams.get_mut(&id) else {
-                return (Poll::Ready(Some(Err(Error::Reset(reason::CANCEL)))), false);
+                return (Poll::Ready(Some(Err(Error::Local(reason::CANCEL)))), false);
             };
             if let Some(chunk) = s.data.pop_front() {
                 s.buffered -= chunk.len();
@@ -352,7 +355,7 @@ impl StreamRef {
                 ..
             } = st;
             let Some(s) = streams.get_mut(&id) else {
-                let e = failure.unwrap_or(Error::Reset(reason::CANCEL));
+                let e = failure.unwrap_or(Error::Local(reason::CANCEL));
                 return (Poll::Ready(Err(e)), false);
             };
             if let Some(e) = &s.error {
@@ -449,7 +452,7 @@ impl StreamRef {
                 return;
             };
             if s.error.is_none() {
-                s.fail(Error::Reset(code));
+                s.fail(Error::Local(code));
                 s.local_end = true;
                 s.recv_end = true;
                 frame::put_rst(&mut st.wbuf, id, code);
@@ -467,5 +470,25 @@ impl std::future::Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll_response(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_streams_say_so_for_the_retry_policy() {
+        // `retryOn: refused-stream` matches the reason's name in the message.
+        for e in [Error::Refused, Error::Reset(reason::REFUSED_STREAM)] {
+            assert!(e.is_refused());
+            assert!(e.to_string().contains("REFUSED_STREAM"), "{e}");
+        }
+        let local = Error::Local(reason::CANCEL);
+        assert!(!local.is_refused());
+        assert_eq!(local.to_string(), "stream reset by the proxy: CANCEL");
+        assert_eq!(Error::Reset(0x42).code(), Some(0x42));
+        assert!(Error::Reset(0x42).to_string().ends_with("UNKNOWN_ERROR"));
+        assert!(Error::Io("gone".into()).is_io());
     }
 }

@@ -207,7 +207,7 @@ impl State {
         let held = std::mem::take(&mut s.buffered);
         s.data.clear();
         if open {
-            s.fail(Error::Reset(reason::CANCEL));
+            s.fail(Error::Local(reason::CANCEL));
             frame::put_rst(&mut self.wbuf, id, reason::CANCEL);
         }
         if held > 0 {
