@@ -1,8 +1,8 @@
 //! One downstream HTTP/2 connection's state and its poll loop: read and
 //! handle frames, run the streams' tasks, write out what both produced in
-//! one write per turn. The receiving side's frame handling is here; the
-//! sending side (responses, flow control of what the proxy sends) is in
-//! `send.rs`.
+//! one write per turn. Connection-level frames (SETTINGS, PING, GOAWAY,
+//! WINDOW_UPDATE, RST_STREAM) are handled here; stream data and header
+//! blocks in `receive.rs`; the sending side in `send.rs`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -17,7 +17,6 @@ use meshwork_hpack::{Decoder, Encoder};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::{self, Head, flag, kind, reason, setting};
-use super::head::{HeadBuilder, HeadError};
 use super::recv::{Broken, RecvBody, Returns, Shared};
 use super::stream::{Control, Handler, Task};
 
@@ -54,7 +53,7 @@ const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
 const DRAIN_PING: [u8; 8] = *b"mw-drain";
 
 /// Streams over which the early-reset share is judged (halved past it).
-const RESET_WINDOW: usize = 1000;
+pub(super) const RESET_WINDOW: usize = 1000;
 
 /// Makes the request path's future for a request.
 pub type MakeHandler = Box<dyn FnMut(Request<RecvBody>) -> Handler + Send>;
@@ -80,44 +79,44 @@ pub(super) struct StreamState {
 }
 
 /// A header block still arriving in CONTINUATION frames.
-struct Partial {
-    stream: u32,
-    end_stream: bool,
-    block: BytesMut,
+pub(super) struct Partial {
+    pub stream: u32,
+    pub end_stream: bool,
+    pub block: BytesMut,
 }
 
 /// The connection.
 pub struct Conn<IO> {
     pub(super) io: IO,
-    rbuf: BytesMut,
+    pub(super) rbuf: BytesMut,
     pub(super) wbuf: Vec<u8>,
     pub(super) written: usize,
-    settings: Settings,
-    make: MakeHandler,
+    pub(super) settings: Settings,
+    pub(super) make: MakeHandler,
     pub(super) peer_window: i64,
     pub(super) peer_max_frame: usize,
     pub(super) conn_send: i64,
-    conn_recv: i64,
-    decoder: Decoder,
+    pub(super) conn_recv: i64,
+    pub(super) decoder: Decoder,
     pub(super) encoder: Encoder,
     /// By id (foldhash: looked up on every frame).
     pub(super) streams: foldhash::HashMap<u32, StreamState>,
     pub(super) tasks: SelectAll<Task>,
     pub(super) blocked: VecDeque<u32>,
-    last_id: u32,
-    partial: Option<Partial>,
+    pub(super) last_id: u32,
+    pub(super) partial: Option<Partial>,
     preface_seen: bool,
     settings_seen: bool,
-    returns: Arc<Returns>,
+    pub(super) returns: Arc<Returns>,
     /// The GOAWAY sent, if any: streams above its last id are ignored.
-    goaway: Option<u32>,
+    pub(super) goaway: Option<u32>,
     /// A graceful GOAWAY's first step is out; its PING is awaited.
-    draining: bool,
+    pub(super) draining: bool,
     /// The connection failed: write the GOAWAY out and end.
     pub(super) failed: bool,
     read_closed: bool,
-    opened: usize,
-    early_resets: usize,
+    pub(super) opened: usize,
+    pub(super) early_resets: usize,
     error_resets: usize,
 }
 
@@ -285,7 +284,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     /// Gives back connection window for data nobody will read.
-    fn give_back(&self, n: usize) {
+    pub(super) fn give_back(&self, n: usize) {
         self.returns.conn.fetch_add(n as u32, Ordering::AcqRel);
     }
 
@@ -409,213 +408,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     /// Whether `id` names a stream the client never opened.
-    fn idle(&self, id: u32) -> bool {
+    pub(super) fn idle(&self, id: u32) -> bool {
         id > self.last_id
-    }
-
-    fn on_data(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let len = payload.len() as i64;
-        if len > self.conn_recv {
-            return Err(ConnError(
-                reason::FLOW_CONTROL_ERROR,
-                "connection window exceeded",
-            ));
-        }
-        self.conn_recv -= len;
-        let range = frame::strip_padding(&payload, head.has(flag::PADDED)).ok_or(ConnError(
-            reason::PROTOCOL_ERROR,
-            "padding longer than the frame",
-        ))?;
-        let data = payload.slice(range);
-        let end = head.has(flag::END_STREAM);
-        // Padding is never read: given back at once.
-        self.give_back(payload.len() - data.len());
-        let id = head.stream;
-        let Some(s) = self.streams.get_mut(&id) else {
-            if self.idle(id) {
-                return Err(ConnError(reason::PROTOCOL_ERROR, "DATA on an idle stream"));
-            }
-            // A stream already closed or reset: the data is dropped.
-            self.give_back(data.len());
-            return Ok(());
-        };
-        let Some(shared) = s.recv.clone() else {
-            self.give_back(data.len());
-            self.reset(id, reason::STREAM_CLOSED);
-            return Ok(());
-        };
-        if len > s.recv_window {
-            self.give_back(data.len());
-            self.reset(id, reason::FLOW_CONTROL_ERROR);
-            return Ok(());
-        }
-        s.recv_window -= len;
-        if payload.len() > data.len() {
-            let padding = (payload.len() - data.len()) as u32;
-            frame::put_window_update(&mut self.wbuf, id, padding);
-            s.recv_window += i64::from(padding);
-        }
-        s.received += data.len() as u64;
-        let length_wrong = s
-            .declared
-            .is_some_and(|n| s.received > n || (end && s.received != n));
-        if length_wrong {
-            self.give_back(data.len());
-            self.reset(id, reason::PROTOCOL_ERROR);
-            return Ok(());
-        }
-        let n = data.len() as u32;
-        if !shared.push(data, end) {
-            // Nobody reads this body any more: give the window back.
-            self.returns.conn.fetch_add(n, Ordering::AcqRel);
-            if !end && n > 0 {
-                frame::put_window_update(&mut self.wbuf, id, n);
-                s.recv_window += i64::from(n);
-            }
-        }
-        if end {
-            self.remote_done(id);
-        }
-        Ok(())
-    }
-
-    fn on_headers(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let mut range = frame::strip_padding(&payload, head.has(flag::PADDED)).ok_or(ConnError(
-            reason::PROTOCOL_ERROR,
-            "padding longer than the frame",
-        ))?;
-        if head.has(flag::PRIORITY) {
-            if range.len() < 5 {
-                return Err(ConnError(reason::FRAME_SIZE_ERROR, "HEADERS too short"));
-            }
-            range.start += 5;
-        }
-        let fragment = &payload[range];
-        let end_stream = head.has(flag::END_STREAM);
-        if !head.has(flag::END_HEADERS) {
-            self.partial = Some(Partial {
-                stream: head.stream,
-                end_stream,
-                block: BytesMut::from(fragment),
-            });
-            return Ok(());
-        }
-        self.on_block(head.stream, end_stream, fragment)
-    }
-
-    fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let Some(mut p) = self.partial.take() else {
-            return Err(ConnError(
-                reason::PROTOCOL_ERROR,
-                "CONTINUATION without HEADERS",
-            ));
-        };
-        p.block.extend_from_slice(&payload);
-        // Compressed, a block is at most ~4x smaller than its list.
-        if p.block.len() > 4 * self.settings.max_header_list + 4096 {
-            return Err(ConnError(
-                reason::ENHANCE_YOUR_CALM,
-                "header block too large",
-            ));
-        }
-        if !head.has(flag::END_HEADERS) {
-            self.partial = Some(p);
-            return Ok(());
-        }
-        self.on_block(p.stream, p.end_stream, &p.block)
-    }
-
-    /// A whole header block: a new request, or a stream's trailers.
-    fn on_block(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), ConnError> {
-        let trailers = self.streams.contains_key(&id);
-        let mut b = HeadBuilder::new(
-            trailers,
-            self.settings.max_header_list,
-            self.settings.max_headers,
-        );
-        b.expect(block.len());
-        self.decoder
-            .decode(block, |f| b.field(f))
-            .map_err(|_| ConnError(reason::COMPRESSION_ERROR, "header block does not decode"))?;
-        if trailers {
-            return self.on_trailers(id, end_stream, b);
-        }
-        if !self.idle(id) {
-            // A stream already closed (e.g. trailers after a reset): ignored.
-            return Ok(());
-        }
-        if id.is_multiple_of(2) {
-            return Err(ConnError(
-                reason::PROTOCOL_ERROR,
-                "even stream id from a client",
-            ));
-        }
-        self.last_id = id;
-        if self.goaway.is_some() {
-            return Ok(()); // after GOAWAY: not processed
-        }
-        if self.streams.len() >= self.settings.max_concurrent as usize {
-            frame::put_rst(&mut self.wbuf, id, reason::REFUSED_STREAM);
-            return Ok(());
-        }
-        self.opened += 1;
-        if self.opened >= RESET_WINDOW {
-            // Recent streams weigh most: a long-lived connection's old
-            // cancellations fade.
-            self.opened /= 2;
-            self.early_resets /= 2;
-        }
-        let built = b.into_request();
-        let declared = built.as_ref().ok().and_then(|(_, d)| *d);
-        let shared = Shared::new(id, self.returns.clone(), declared);
-        let body = RecvBody::new(shared.clone());
-        if end_stream {
-            shared.push(Bytes::new(), true);
-        }
-        let handler = match built {
-            Ok((_, Some(n))) if end_stream && n != 0 => {
-                refuse(400, "content-length on a request without a body")
-            }
-            Ok((req, _)) => (self.make)(req.map(|()| body)),
-            Err(HeadError::TooLarge) => refuse(431, "request headers too large"),
-            Err(HeadError::Malformed(why)) => {
-                tracing::info!(why, "malformed HTTP/2 request");
-                refuse(400, why)
-            }
-        };
-        let control = Arc::new(Control::default());
-        self.tasks.push(Task::new(id, control.clone(), handler));
-        self.streams.insert(
-            id,
-            StreamState {
-                control,
-                recv: (!end_stream).then_some(shared),
-                recv_window: i64::from(self.settings.stream_window),
-                declared,
-                received: 0,
-                send_window: self.peer_window,
-                pending: None,
-                head_sent: false,
-            },
-        );
-        Ok(())
-    }
-
-    fn on_trailers(&mut self, id: u32, end_stream: bool, b: HeadBuilder) -> Result<(), ConnError> {
-        let s = self.streams.get_mut(&id).expect("checked by the caller");
-        let Some(shared) = s.recv.clone() else {
-            self.reset(id, reason::STREAM_CLOSED);
-            return Ok(());
-        };
-        let length_wrong = s.declared.is_some_and(|n| s.received != n);
-        match b.into_trailers() {
-            Ok(t) if end_stream && !length_wrong => {
-                shared.push_trailers(t);
-                self.remote_done(id);
-            }
-            _ => self.reset(id, reason::PROTOCOL_ERROR),
-        }
-        Ok(())
     }
 
     fn on_rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -748,15 +542,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Ok(())
     }
 
-    /// The client ended its side of stream `id`.
-    fn remote_done(&mut self, id: u32) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        // The stream stays until its response is sent.
-        s.recv = None;
-    }
-
     /// Resets stream `id` for a client's error (counted) or the proxy's.
     pub(super) fn reset(&mut self, id: u32, code: u32) {
         frame::put_rst(&mut self.wbuf, id, code);
@@ -782,11 +567,4 @@ pub(super) fn close_stream(s: StreamState, why: Broken) {
     if let Some(r) = s.recv {
         r.break_off(why);
     }
-}
-
-/// A stream answered locally without the request path.
-fn refuse(status: u16, why: &'static str) -> Handler {
-    Box::pin(std::future::ready(super::super::headers::local_reply(
-        status, None, why,
-    )))
 }

@@ -17,6 +17,7 @@
 mod conn;
 use crate::h2_frame as frame;
 mod head;
+mod receive;
 mod recv;
 mod send;
 mod stream;
