@@ -100,8 +100,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                     progress = true;
                     if let Err(e) = this.read_frames() {
                         // One try to tell the server why (GOAWAY queued).
+                        // (Not after a frame only partly written.)
                         let goaway = std::mem::take(&mut this.inner.lock().wbuf);
-                        let _ = Pin::new(&mut this.io).poll_write(cx, &goaway);
+                        if this.written == this.out.len() {
+                            let _ = Pin::new(&mut this.io).poll_write(cx, &goaway);
+                        }
                         return Poll::Ready(this.end(e));
                     }
                 }

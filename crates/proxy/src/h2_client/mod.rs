@@ -453,8 +453,6 @@ impl StreamRef {
             };
             if s.error.is_none() {
                 s.fail(Error::Local(code));
-                s.local_end = true;
-                s.recv_end = true;
                 frame::put_rst(&mut st.wbuf, id, code);
             }
         });

@@ -159,6 +159,9 @@ impl State {
     /// Gives `n` read octets of stream `id` back to the server, in
     /// WINDOW_UPDATEs of at least half a window; whether any was queued.
     pub fn give_back(&mut self, id: u32, n: usize) -> bool {
+        if n == 0 {
+            return false; // a zero increment is a protocol error
+        }
         let mut queued = false;
         if let Some(s) = self.streams.get_mut(&id)
             && !s.recv_end
