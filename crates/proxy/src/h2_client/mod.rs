@@ -126,14 +126,10 @@ impl std::fmt::Debug for ClientConn {
     }
 }
 
-/// Headers HTTP/2 forbids (RFC 9113 §8.2.2).
+/// Headers not sent in HTTP/2: the connection-specific ones (RFC 9113
+/// §8.2.2), and `host`, which `:authority` carries.
 fn connection_specific(name: &header::HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
-        || name == header::HOST
+    crate::http::headers::is_connection_specific(name) || name == header::HOST
 }
 
 impl ClientConn {

@@ -27,6 +27,18 @@ pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether `name` belongs to one connection: `connection`,
+/// `transfer-encoding`, `upgrade`, `keep-alive`, `proxy-connection` (RFC
+/// 9110 7.6.1; the fields RFC 9113 §8.2.2 forbids in HTTP/2, where `te` is
+/// checked apart).
+pub fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Headers that belong to one connection and are never forwarded (RFC 9110
 /// 7.6.1), plus those named by `Connection`. `te: trailers` survives (gRPC).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -38,11 +50,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             connection = true;
         } else if k == header::TE {
             te = true;
-        } else if k == header::TRANSFER_ENCODING
-            || k == header::UPGRADE
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-        {
+        } else if is_connection_specific(k) {
             others = true;
         }
     }

@@ -14,6 +14,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use meshwork_hpack::{Encoder, Field};
 
+use crate::http::headers::is_connection_specific;
+
 /// Why a header block does not make a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadError {
@@ -246,18 +248,6 @@ fn static_name(index: u8) -> Option<HeaderName> {
             .collect()
     });
     names.get(usize::from(index))?.clone()
-}
-
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers HTTP/2 forbids (RFC 9113 §8.2.2); `te` is checked apart.
-fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
 }
 
 /// Appends a response head's header block: `:status`, the headers (less
