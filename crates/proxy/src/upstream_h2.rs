@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -40,9 +40,8 @@ pub struct H2Pool {
 
 #[derive(Clone, Debug)]
 struct H2Conn {
+    /// Closed once the connection ends or refuses new streams (GOAWAY).
     sender: ClientConn,
-    /// Set when the connection ends or refuses new streams (GOAWAY).
-    closed: Arc<AtomicBool>,
     last_used: Arc<AtomicU64>,
     epoch: Instant,
     id: u64,
@@ -55,7 +54,7 @@ struct H2Conn {
 
 impl H2Conn {
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) || self.sender.is_closed()
+        self.sender.is_closed()
     }
 
     /// Open, and below the server's limit on concurrent streams.
@@ -203,8 +202,8 @@ impl H2Pool {
             match conn.sender.send_request(head, body.is_end_stream()) {
                 Ok(stream) => break (conn, slot, ResponseFuture(stream.clone()), stream),
                 Err((e, unsent)) => {
-                    // Closed or going away: nothing was sent on it.
-                    conn.closed.store(true, Ordering::Relaxed);
+                    // Closed or going away (the handle says so now):
+                    // nothing was sent on it.
                     self.forget(endpoint, conn.id);
                     if replaced {
                         return Err(request_error(e));
@@ -247,19 +246,15 @@ impl H2Pool {
             set_keepalive(stream.tcp(), Some(k));
         }
         let (sender, connection) = h2_client::handshake(stream);
-        let closed = Arc::new(AtomicBool::new(false));
-        let ended = closed.clone();
         tokio::spawn(async move {
             // The breaker's permit lives as long as the connection.
             let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended");
             }
-            ended.store(true, Ordering::Relaxed);
         });
         let conn = H2Conn {
             sender,
-            closed,
             last_used: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
             id: rand::random(),

@@ -157,6 +157,8 @@ impl ClientConn {
             return Err((e.clone(), head));
         }
         if st.going_away.is_some() || st.next_id > 0x7fff_ffff {
+            // Stream ids used up: the pool must open another connection.
+            self.inner.closed.store(true, Ordering::Relaxed);
             return Err((Error::Refused, head));
         }
         let id = st.next_id;
