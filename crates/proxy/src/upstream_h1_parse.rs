@@ -12,6 +12,7 @@ use http::{Response, StatusCode, Version};
 use http_body::Frame;
 
 use crate::h1_wire::lists;
+use crate::http::headers::HEADERS_ADDED_LATER;
 
 /// Response head bytes accepted at most.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -59,11 +60,6 @@ pub struct Head {
     pub(crate) framing: Framing,
     pub(crate) keep_alive: bool,
 }
-
-/// Headers the forwarding path adds to a response (peer metadata, the
-/// upstream service time, route headers): room for them up front saves
-/// the header map a rehash per response.
-const HEADERS_ADDED_LATER: usize = 6;
 
 /// Parses a response head at the start of `buf`: `None` while incomplete.
 pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, CodecError> {

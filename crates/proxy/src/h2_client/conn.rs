@@ -2,6 +2,7 @@
 //! reads the server's frames and hands each stream its part.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Error;
 use super::state::{Inner, MAX_HEADER_LIST, SEND_LIMIT, State};
 use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
+use crate::http::headers::{HEADERS_ADDED_LATER, hpack_static_name};
 
 /// The largest frame accepted (the protocol default, never raised).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
@@ -36,6 +38,8 @@ pub struct Connection<IO> {
     decoder: Decoder,
     partial: Option<Partial>,
     shutting: bool,
+    /// A header block's names and value ranges, kept between blocks.
+    fields: Vec<(HeaderName, Range<usize>)>,
 }
 
 impl<IO> Connection<IO> {
@@ -49,6 +53,7 @@ impl<IO> Connection<IO> {
             decoder: Decoder::new(4096),
             partial: None,
             shutting: false,
+            fields: Vec::new(),
         }
     }
 }
@@ -305,9 +310,13 @@ impl<IO> Connection<IO> {
         block: &[u8],
     ) -> Result<(), (u32, &'static str)> {
         let mut status = None;
-        let mut headers = HeaderMap::new();
         let mut size = 0;
         let mut bad = false;
+        // Values are copied into one buffer per block and handed out as
+        // slices of it: one allocation per head, not one per header.
+        let mut arena = BytesMut::with_capacity(2 * block.len());
+        let fields = &mut self.fields;
+        fields.clear();
         self.decoder
             .decode(block, |f| {
                 size += f.name.len() + f.value.len() + 32;
@@ -317,18 +326,31 @@ impl<IO> Connection<IO> {
                 } else if f.name.starts_with(b":") || size > MAX_HEADER_LIST {
                     bad = true;
                 } else {
-                    match (
-                        HeaderName::from_bytes(f.name),
-                        HeaderValue::from_bytes(f.value),
-                    ) {
-                        (Ok(n), Ok(v)) => {
-                            headers.append(n, v);
+                    let name = match f.static_index.and_then(hpack_static_name) {
+                        Some(name) => Ok(name),
+                        None => HeaderName::from_bytes(f.name),
+                    };
+                    match name {
+                        Ok(name) => {
+                            let start = arena.len();
+                            arena.extend_from_slice(f.value);
+                            fields.push((name, start..arena.len()));
                         }
-                        _ => bad = true,
+                        Err(_) => bad = true,
                     }
                 }
             })
             .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
+        let arena = arena.freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len() + HEADERS_ADDED_LATER);
+        for (name, range) in fields.drain(..) {
+            match HeaderValue::from_maybe_shared(arena.slice(range)) {
+                Ok(value) => {
+                    headers.append(name, value);
+                }
+                Err(_) => bad = true,
+            }
+        }
         let Some(s) = st.streams.get_mut(&id) else {
             return Ok(()); // a stream already forgotten
         };

@@ -24,6 +24,32 @@ pub static X_PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-pee
 /// `&str` key costs on every call.
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
+/// Headers the forwarding path adds once a head is parsed (to a request:
+/// `x-request-id`, `x-forwarded-proto`, peer metadata, the attempt count;
+/// to a response: peer metadata, the upstream service time, route
+/// headers). Parsers size their header maps with room for them, which
+/// saves a rehash (and a reallocation) per message.
+pub const HEADERS_ADDED_LATER: usize = 6;
+
+/// The `HeaderName` of a regular HPACK static-table entry (RFC 7541
+/// Appendix A), made once: a decoded field whose name came from the table
+/// skips parsing. `None` for pseudo-headers and indices out of range.
+pub fn hpack_static_name(index: u8) -> Option<HeaderName> {
+    static NAMES: std::sync::OnceLock<Vec<Option<HeaderName>>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..=meshwork_hpack::static_table::LEN)
+            .map(|i| {
+                let (name, _) = meshwork_hpack::static_table::get(i)?;
+                if name.starts_with(b":") {
+                    return None;
+                }
+                HeaderName::from_bytes(name).ok()
+            })
+            .collect()
+    });
+    names.get(usize::from(index))?.clone()
+}
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -187,6 +213,19 @@ pub fn local_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_table_names_map_to_their_header_names() {
+        assert_eq!(hpack_static_name(28), Some(header::CONTENT_LENGTH));
+        assert_eq!(hpack_static_name(58), Some(header::USER_AGENT));
+        assert_eq!(
+            hpack_static_name(2),
+            None,
+            "pseudo-headers have no HeaderName"
+        );
+        assert_eq!(hpack_static_name(0), None);
+        assert_eq!(hpack_static_name(62), None);
+    }
 
     #[test]
     fn hop_by_hop_removed_te_trailers_kept() {

@@ -14,7 +14,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use meshwork_hpack::{Encoder, Field};
 
-use crate::http::headers::is_connection_specific;
+use crate::http::headers::{HEADERS_ADDED_LATER, hpack_static_name, is_connection_specific};
 
 /// Why a header block does not make a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl HeadBuilder {
             return;
         }
         self.regular_seen = true;
-        let name = match f.static_index.and_then(static_name) {
+        let name = match f.static_index.and_then(hpack_static_name) {
             Some(name) => name,
             None if f.name.iter().any(u8::is_ascii_uppercase) => {
                 return self.fail(HeadError::Malformed("uppercase header name"));
@@ -154,7 +154,7 @@ impl HeadBuilder {
             return Err(e);
         }
         let arena = std::mem::take(&mut self.arena).freeze();
-        let mut map = HeaderMap::with_capacity(self.fields.len());
+        let mut map = HeaderMap::with_capacity(self.fields.len() + HEADERS_ADDED_LATER);
         for (name, range) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(arena.slice(range))
                 .map_err(|_| HeadError::Malformed("invalid header value"))?;
@@ -230,24 +230,6 @@ impl HeadBuilder {
         *req.headers_mut() = headers;
         Ok((req, declared))
     }
-}
-
-/// The `HeaderName` of each regular static-table name (RFC 7541 Appendix
-/// A), made once: a field whose name came from the table skips parsing.
-fn static_name(index: u8) -> Option<HeaderName> {
-    static NAMES: std::sync::OnceLock<Vec<Option<HeaderName>>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        (0..=meshwork_hpack::static_table::LEN)
-            .map(|i| {
-                let (name, _) = meshwork_hpack::static_table::get(i)?;
-                if name.starts_with(b":") {
-                    return None;
-                }
-                HeaderName::from_bytes(name).ok()
-            })
-            .collect()
-    });
-    names.get(usize::from(index))?.clone()
 }
 
 /// Appends a response head's header block: `:status`, the headers (less
@@ -400,15 +382,6 @@ mod tests {
         }
         let (connect, _) = build(&[(":method", "CONNECT"), (":authority", "a:1")]).unwrap();
         assert_eq!(connect.uri().authority().unwrap(), "a:1");
-    }
-
-    #[test]
-    fn static_table_names_map_to_their_header_names() {
-        assert_eq!(static_name(28), Some(header::CONTENT_LENGTH));
-        assert_eq!(static_name(58), Some(header::USER_AGENT));
-        assert_eq!(static_name(2), None, "pseudo-headers have no HeaderName");
-        assert_eq!(static_name(0), None);
-        assert_eq!(static_name(62), None);
     }
 
     #[test]
