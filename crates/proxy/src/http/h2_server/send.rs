@@ -26,7 +26,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return; // reset meanwhile
         }
         match event {
-            Event::Head(parts, exact, end) => {
+            Event::Head(parts, exact, end, first) => {
                 let start = self.wbuf.len();
                 self.wbuf.extend_from_slice(&[0; frame::HEADER_LEN]);
                 let date = super::super::h1_server::date();
@@ -37,6 +37,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 }
                 if end {
                     self.local_done(id);
+                }
+                if let Some((data, end)) = first {
+                    self.send_data(id, data, end);
                 }
             }
             Event::Data(data, end) => self.send_data(id, data, end),

@@ -51,8 +51,16 @@ impl Control {
 
 /// What a stream's task produced.
 pub enum Event {
-    /// The response head; `end` when there is no body.
-    Head(http::response::Parts, Option<u64>, bool),
+    /// The response head; `end` when there is no body. With the body's
+    /// first data (and whether it ends the body) when that was ready at
+    /// once, as it is for most small responses: the connection sends both
+    /// in one turn and the task is polled once less.
+    Head(
+        http::response::Parts,
+        Option<u64>,
+        bool,
+        Option<(Bytes, bool)>,
+    ),
     /// Body data; `end` when it is the last.
     Data(Bytes, bool),
     /// The trailers, which end the stream.
@@ -72,6 +80,8 @@ pub struct Task {
     id: u32,
     control: Arc<Control>,
     phase: Phase,
+    /// An event found while sending the head, for the next poll.
+    queued: Option<Event>,
 }
 
 impl Task {
@@ -81,6 +91,7 @@ impl Task {
             id,
             control,
             phase: Phase::Handling(handler),
+            queued: None,
         }
     }
 }
@@ -112,48 +123,74 @@ impl Stream for Task {
 impl Task {
     /// Advances the request path or the response body.
     fn poll_phase(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, Event)>> {
-        let this = self;
-        let id = this.id;
-        loop {
-            match &mut this.phase {
-                Phase::Handling(handler) => {
-                    let resp = std::task::ready!(handler.as_mut().poll(cx));
-                    let (parts, body) = resp.into_parts();
-                    if body.is_end_stream() {
-                        // No content-length made up for a bodiless answer
-                        // (a HEAD's describes the GET's body), as hyper.
-                        this.phase = Phase::Done;
-                        return Poll::Ready(Some((id, Event::Head(parts, None, true))));
-                    }
-                    let exact = body.size_hint().exact();
-                    this.phase = Phase::Sending(body);
-                    return Poll::Ready(Some((id, Event::Head(parts, exact, false))));
+        let id = self.id;
+        if let Some(event) = self.queued.take() {
+            return Poll::Ready(Some((id, event)));
+        }
+        let event = match &mut self.phase {
+            Phase::Handling(handler) => {
+                let resp = std::task::ready!(handler.as_mut().poll(cx));
+                let (parts, mut body) = resp.into_parts();
+                if body.is_end_stream() {
+                    // No content-length made up for a bodiless answer
+                    // (a HEAD's describes the GET's body), as hyper.
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Some((id, Event::Head(parts, None, true, None))));
                 }
-                Phase::Sending(body) => {
-                    if this.control.blocked.load(Ordering::Acquire) {
-                        return Poll::Pending;
+                let exact = body.size_hint().exact();
+                let first = match poll_body(&mut body, id, cx) {
+                    Poll::Pending => None,
+                    Poll::Ready(Event::Data(data, end)) => Some((data, end)),
+                    Poll::Ready(other) => {
+                        self.queued = Some(other);
+                        None
                     }
-                    let event = match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                        None => Event::Data(Bytes::new(), true),
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, stream = id, "response body failed; resetting the stream");
-                            Event::Failed
-                        }
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) if body.is_end_stream() => Event::Data(data, true),
-                            Ok(data) if data.is_empty() => continue,
-                            Ok(data) => return Poll::Ready(Some((id, Event::Data(data, false)))),
-                            Err(frame) => match frame.into_trailers() {
-                                Ok(t) => Event::Trailers(t),
-                                Err(_) => continue,
-                            },
-                        },
-                    };
-                    this.phase = Phase::Done;
+                };
+                let ended = first.as_ref().is_some_and(|(_, end)| *end) || self.queued.is_some();
+                self.phase = if ended {
+                    Phase::Done
+                } else {
+                    Phase::Sending(body)
+                };
+                Event::Head(parts, exact, false, first)
+            }
+            Phase::Sending(body) => {
+                if self.control.blocked.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+                let event = std::task::ready!(poll_body(body, id, cx));
+                if matches!(event, Event::Data(_, false)) {
                     return Poll::Ready(Some((id, event)));
                 }
-                Phase::Done => return Poll::Ready(None),
+                self.phase = Phase::Done;
+                event
             }
-        }
+            Phase::Done => return Poll::Ready(None),
+        };
+        Poll::Ready(Some((id, event)))
+    }
+}
+
+/// The response body's next event; empty data and unknown frames are
+/// skipped. Everything but `Data(_, false)` ends the stream.
+fn poll_body(body: &mut ProxyBody, id: u32, cx: &mut Context<'_>) -> Poll<Event> {
+    loop {
+        let event = match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            None => Event::Data(Bytes::new(), true),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, stream = id, "response body failed; resetting the stream");
+                Event::Failed
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if body.is_end_stream() => Event::Data(data, true),
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => Event::Data(data, false),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(t) => Event::Trailers(t),
+                    Err(_) => continue,
+                },
+            },
+        };
+        return Poll::Ready(event);
     }
 }
