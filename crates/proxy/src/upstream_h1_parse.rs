@@ -12,7 +12,7 @@ use http::{Response, StatusCode, Version};
 use http_body::Frame;
 
 use crate::h1_wire::lists;
-use crate::http::headers::HEADERS_ADDED_LATER;
+use crate::http::headers::RESPONSE_HEADERS_ADDED;
 
 /// Response head bytes accepted at most.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -79,7 +79,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
         Version::HTTP_11
     };
     // One pass: the header map, and what framing and reuse depend on.
-    let mut headers = HeaderMap::with_capacity(r.headers.len() + HEADERS_ADDED_LATER);
+    let mut headers = HeaderMap::with_capacity(r.headers.len() + RESPONSE_HEADERS_ADDED);
     let mut facts = Facts::default();
     for f in r.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())

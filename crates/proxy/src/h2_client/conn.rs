@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Error;
 use super::state::{Inner, MAX_HEADER_LIST, SEND_LIMIT, State};
 use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
-use crate::http::headers::{HEADERS_ADDED_LATER, hpack_static_name};
+use crate::http::headers::{RESPONSE_HEADERS_ADDED, hpack_static_name};
 
 /// The largest frame accepted (the protocol default, never raised).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
@@ -342,7 +342,7 @@ impl<IO> Connection<IO> {
             })
             .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
         let arena = arena.freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len() + HEADERS_ADDED_LATER);
+        let mut headers = HeaderMap::with_capacity(fields.len() + RESPONSE_HEADERS_ADDED);
         for (name, range) in fields.drain(..) {
             match HeaderValue::from_maybe_shared(arena.slice(range)) {
                 Ok(value) => {

@@ -15,7 +15,7 @@ use http_body::SizeHint;
 use http_body_util::Full;
 
 use crate::h1_wire::{lists, put_field, put_length};
-use crate::http::headers::HEADERS_ADDED_LATER;
+use crate::http::headers::REQUEST_HEADERS_ADDED;
 
 /// Headers the fast path takes in one request; more go to hyper.
 const MAX_FAST_HEADERS: usize = 32;
@@ -157,7 +157,7 @@ fn build(
 ) -> Option<Request<Full<Bytes>>> {
     let slice = |(a, b): (u32, u32)| head.slice(a as usize..b as usize);
     let uri = Uri::from_maybe_shared(slice(path)).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len() + HEADERS_ADDED_LATER);
+    let mut headers = HeaderMap::with_capacity(fields.len() + REQUEST_HEADERS_ADDED);
     for f in fields {
         let name = HeaderName::from_bytes(&head[f.name.0 as usize..f.name.1 as usize]).ok()?;
         let value = HeaderValue::from_maybe_shared(slice(f.value)).ok()?;

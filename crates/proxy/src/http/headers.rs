@@ -24,12 +24,16 @@ pub static X_PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-pee
 /// `&str` key costs on every call.
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
-/// Headers the forwarding path adds once a head is parsed (to a request:
-/// `x-request-id`, `x-forwarded-proto`, peer metadata, the attempt count;
-/// to a response: peer metadata, the upstream service time, route
-/// headers). Parsers size their header maps with room for them, which
-/// saves a rehash (and a reallocation) per message.
-pub const HEADERS_ADDED_LATER: usize = 6;
+/// Headers the forwarding path adds to a request once its head is parsed
+/// (`x-request-id`, `x-forwarded-proto`, the two peer metadata headers).
+/// Parsers size header maps with room for them, which saves a rehash per
+/// request; no more than that, as a map past 6 entries is past glibc's
+/// per-thread cache sizes and costs more to allocate than a rehash.
+pub const REQUEST_HEADERS_ADDED: usize = 4;
+
+/// Headers the forwarding path adds to a response (the two peer metadata
+/// headers, `x-envoy-upstream-service-time`); see `REQUEST_HEADERS_ADDED`.
+pub const RESPONSE_HEADERS_ADDED: usize = 3;
 
 /// The `HeaderName` of a regular HPACK static-table entry (RFC 7541
 /// Appendix A), made once: a decoded field whose name came from the table

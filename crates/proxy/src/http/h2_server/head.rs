@@ -14,7 +14,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use meshwork_hpack::{Encoder, Field};
 
-use crate::http::headers::{HEADERS_ADDED_LATER, hpack_static_name, is_connection_specific};
+use crate::http::headers::{REQUEST_HEADERS_ADDED, hpack_static_name, is_connection_specific};
 
 /// Why a header block does not make a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl HeadBuilder {
             return Err(e);
         }
         let arena = std::mem::take(&mut self.arena).freeze();
-        let mut map = HeaderMap::with_capacity(self.fields.len() + HEADERS_ADDED_LATER);
+        let mut map = HeaderMap::with_capacity(self.fields.len() + REQUEST_HEADERS_ADDED);
         for (name, range) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(arena.slice(range))
                 .map_err(|_| HeadError::Malformed("invalid header value"))?;
