@@ -80,8 +80,9 @@ pub struct Task {
     id: u32,
     control: Arc<Control>,
     phase: Phase,
-    /// An event found while sending the head, for the next poll.
-    queued: Option<Event>,
+    /// An event found while sending the head, for the next poll (rare:
+    /// boxed, as the task is moved on every event it yields).
+    queued: Option<Box<Event>>,
 }
 
 impl Task {
@@ -125,7 +126,7 @@ impl Task {
     fn poll_phase(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, Event)>> {
         let id = self.id;
         if let Some(event) = self.queued.take() {
-            return Poll::Ready(Some((id, event)));
+            return Poll::Ready(Some((id, *event)));
         }
         let event = match &mut self.phase {
             Phase::Handling(handler) => {
@@ -142,7 +143,7 @@ impl Task {
                     Poll::Pending => None,
                     Poll::Ready(Event::Data(data, end)) => Some((data, end)),
                     Poll::Ready(other) => {
-                        self.queued = Some(other);
+                        self.queued = Some(Box::new(other));
                         None
                     }
                 };
@@ -192,5 +193,61 @@ fn poll_body(body: &mut ProxyBody, id: u32, cx: &mut Context<'_>) -> Poll<Event>
             },
         };
         return Poll::Ready(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+
+    use super::*;
+    use crate::body;
+
+    fn task(body: ProxyBody) -> Task {
+        let handler: Handler = Box::pin(async move { Response::new(body) });
+        Task::new(1, Arc::new(Control::default()), handler)
+    }
+
+    #[tokio::test]
+    async fn a_body_ready_with_the_head_goes_out_with_it() {
+        let mut t = task(body::full("hello"));
+        match t.next().await {
+            Some((1, Event::Head(_, Some(5), false, Some((data, true))))) => {
+                assert_eq!(data, "hello")
+            }
+            _ => panic!("expected the head with its data"),
+        }
+        assert!(t.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn trailers_ready_with_the_head_follow_it() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames = futures::stream::iter([Ok::<_, body::BoxError>(http_body::Frame::trailers(
+            trailers,
+        ))]);
+        let mut t = task(body::boxed(StreamBody::new(frames)));
+        assert!(matches!(
+            t.next().await,
+            Some((1, Event::Head(_, None, false, None)))
+        ));
+        match t.next().await {
+            Some((1, Event::Trailers(t))) => assert_eq!(t["grpc-status"], "0"),
+            _ => panic!("expected the trailers"),
+        }
+        assert!(t.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_resets_after_the_head() {
+        let frames = futures::stream::iter([Err::<http_body::Frame<Bytes>, body::BoxError>(
+            "upstream reset".into(),
+        )]);
+        let mut t = task(body::boxed(StreamBody::new(frames)));
+        assert!(matches!(t.next().await, Some((1, Event::Head(..)))));
+        assert!(matches!(t.next().await, Some((1, Event::Failed))));
+        assert!(t.next().await.is_none());
     }
 }
