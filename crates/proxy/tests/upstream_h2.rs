@@ -390,3 +390,114 @@ async fn a_response_the_upstream_resets_midway_fails_downstream_instead_of_endin
         "a cut response ended cleanly: {rest:?}"
     );
 }
+
+/// An HTTP/2 server written frame by frame that answers every stream with
+/// HEADERS frames carrying `blocks` as they are, each with its flags
+/// (END_HEADERS is 4, END_STREAM 1).
+async fn raw_head_server(blocks: Vec<(u8, Vec<u8>)>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let blocks = blocks.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                s.read_exact(&mut preface).await.ok()?;
+                s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.ok()?;
+                loop {
+                    let mut head = [0u8; 9];
+                    s.read_exact(&mut head).await.ok()?;
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    s.read_exact(&mut payload).await.ok()?;
+                    match head[3] {
+                        4 if head[4] & 1 == 0 => {
+                            s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.ok()?
+                        }
+                        1 => {
+                            let mut answer = Vec::new();
+                            for (flags, block) in &blocks {
+                                let len = block.len().to_be_bytes();
+                                answer.extend_from_slice(&[len[5], len[6], len[7], 1, *flags]);
+                                answer.extend_from_slice(&head[5..9]);
+                                answer.extend_from_slice(block);
+                            }
+                            s.write_all(&answer).await.ok()?;
+                        }
+                        _ => {}
+                    }
+                }
+                #[allow(unreachable_code)]
+                Some(())
+            });
+        }
+    });
+    port
+}
+
+/// An HPACK literal field without indexing, with a new name.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_upstream_response_heads_are_refused_not_forwarded() {
+    const STATUS_200: u8 = 0x88;
+    let cases = [
+        (
+            "uppercase name",
+            [vec![STATUS_200], literal("X-Upper", "1")].concat(),
+        ),
+        (
+            "connection-specific",
+            [vec![STATUS_200], literal("connection", "close")].concat(),
+        ),
+        (
+            "status after a field",
+            [literal("x-a", "1"), vec![STATUS_200]].concat(),
+        ),
+        ("two statuses", vec![STATUS_200, STATUS_200]),
+    ];
+    for (what, block) in cases {
+        let backend = raw_head_server(vec![(5, block)]).await;
+        let (_mesh, _, client) = proxy_to(backend).await;
+        let (status, _) = get(client, "/").await;
+        assert_eq!(status, 503, "{what}: a malformed head was forwarded");
+    }
+    // The same server with a well-formed head answers 200: the harness
+    // itself is sound.
+    let backend = raw_head_server(vec![(
+        5,
+        [vec![STATUS_200], literal("x-fine", "1")].concat(),
+    )])
+    .await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    assert_eq!(get(client, "/").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_trailers_with_a_pseudo_header_reset_the_response() {
+    let backend = raw_head_server(vec![
+        (4, vec![0x88]),
+        (5, [vec![0x88], literal("grpc-status", "0")].concat()),
+    ])
+    .await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(request("GET", "/"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    while let Some(Ok(_)) = body.data().await {}
+    let trailers = body.trailers().await;
+    assert!(
+        trailers.is_err(),
+        "trailers with :status reached the client: {trailers:?}"
+    );
+}

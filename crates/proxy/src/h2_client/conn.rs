@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Error;
 use super::state::{Inner, MAX_HEADER_LIST, SEND_LIMIT, State};
 use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
-use crate::http::headers::{RESPONSE_HEADERS_ADDED, hpack_static_name};
+use crate::http::headers::{RESPONSE_HEADERS_ADDED, hpack_static_name, is_connection_specific};
 
 /// The largest frame accepted (the protocol default, never raised).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
@@ -38,7 +38,8 @@ pub struct Connection<IO> {
     decoder: Decoder,
     partial: Option<Partial>,
     shutting: bool,
-    /// A header block's names and value ranges, kept between blocks.
+    /// A header block's names and value ranges (empty between blocks;
+    /// only the allocation is reused).
     fields: Vec<(HeaderName, Range<usize>)>,
 }
 
@@ -312,6 +313,7 @@ impl<IO> Connection<IO> {
         let mut status = None;
         let mut size = 0;
         let mut bad = false;
+        let mut regular_seen = false;
         // Values are copied into one buffer per block and handed out as
         // slices of it: one allocation per head, not one per header.
         let mut arena = BytesMut::with_capacity(2 * block.len());
@@ -321,22 +323,28 @@ impl<IO> Connection<IO> {
             .decode(block, |f| {
                 size += f.name.len() + f.value.len() + 32;
                 if f.name == b":status" {
+                    // One, before any regular field (RFC 9113 §8.3).
+                    bad |= status.is_some() || regular_seen;
                     status = http::StatusCode::from_bytes(f.value).ok();
                     bad |= status.is_none();
                 } else if f.name.starts_with(b":") || size > MAX_HEADER_LIST {
                     bad = true;
                 } else {
+                    regular_seen = true;
+                    // Names are lowercase and never connection-specific
+                    // in HTTP/2 (RFC 9113 §8.2.1-8.2.2).
                     let name = match f.static_index.and_then(hpack_static_name) {
-                        Some(name) => Ok(name),
-                        None => HeaderName::from_bytes(f.name),
+                        Some(name) => Some(name),
+                        None if f.name.iter().any(u8::is_ascii_uppercase) => None,
+                        None => HeaderName::from_bytes(f.name).ok(),
                     };
-                    match name {
-                        Ok(name) => {
+                    match name.filter(|n| !is_connection_specific(n)) {
+                        Some(name) => {
                             let start = arena.len();
                             arena.extend_from_slice(f.value);
                             fields.push((name, start..arena.len()));
                         }
-                        Err(_) => bad = true,
+                        None => bad = true,
                     }
                 }
             })
@@ -371,6 +379,8 @@ impl<IO> Connection<IO> {
             }
         } else if !end {
             Some((reason::PROTOCOL_ERROR, "trailers without END_STREAM"))
+        } else if status.is_some() {
+            Some((reason::PROTOCOL_ERROR, "pseudo-header in trailers"))
         } else {
             None
         };

@@ -80,8 +80,9 @@ pub struct Task {
     id: u32,
     control: Arc<Control>,
     phase: Phase,
-    /// An event found while sending the head, for the next poll (rare:
-    /// boxed, as the task is moved on every event it yields).
+    /// Trailers or a failure the body gave at once, behind the head, for
+    /// the next poll (rare: boxed, as the task is moved on every event it
+    /// yields).
     queued: Option<Box<Event>>,
 }
 
