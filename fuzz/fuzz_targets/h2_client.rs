@@ -1,4 +1,4 @@
-//! Arbitrary bytes from an HTTP/2 server, read by the proxy's own
+//! Arbitrary bytes from an HTTP/2 server (after its SETTINGS preface), read by the proxy's own
 //! upstream HTTP/2 client while two requests are open (one with a body
 //! still streaming): nothing may panic, and every stream and the
 //! connection finish once the server has closed.
@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
         let second = client.send_request(post, false).ok();
         drop(client);
         let (mut rx, mut tx) = tokio::io::split(server_io);
-        let input = data.to_vec();
+        // The server's preface (an empty SETTINGS frame) comes first, as
+        // the client requires (RFC 9113 §3.4); the input is what follows.
+        let input = [&[0, 0, 0, 4, 0, 0, 0, 0, 0][..], data].concat();
         let server = async move {
             let _ = tx.write_all(&input).await;
             let _ = tx.shutdown().await;

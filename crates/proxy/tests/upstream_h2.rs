@@ -395,15 +395,22 @@ async fn a_response_the_upstream_resets_midway_fails_downstream_instead_of_endin
 /// HEADERS frames carrying `blocks` as they are, each with its flags
 /// (END_HEADERS is 4, END_STREAM 1).
 async fn raw_head_server(blocks: Vec<(u8, Vec<u8>)>) -> u16 {
+    raw_server(vec![0, 0, 0, 4, 0, 0, 0, 0, 0], blocks).await
+}
+
+/// `raw_head_server` that opens with `preface` (its frames as bytes)
+/// instead of an empty SETTINGS frame.
+async fn raw_server(preface: Vec<u8>, blocks: Vec<(u8, Vec<u8>)>) -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let blocks = blocks.clone();
+            let ours = preface.clone();
             tokio::spawn(async move {
                 let mut preface = [0u8; 24];
                 s.read_exact(&mut preface).await.ok()?;
-                s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.ok()?;
+                s.write_all(&ours).await.ok()?;
                 loop {
                     let mut head = [0u8; 9];
                     s.read_exact(&mut head).await.ok()?;
@@ -500,4 +507,18 @@ async fn upstream_trailers_with_a_pseudo_header_reset_the_response() {
         trailers.is_err(),
         "trailers with :status reached the client: {trailers:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_first_frame_is_not_settings_is_refused() {
+    // A PING, then SETTINGS: RFC 9113 §3.4 makes SETTINGS the first frame.
+    let ping_first = [
+        vec![0, 0, 8, 6, 0, 0, 0, 0, 0],
+        vec![0; 8],
+        vec![0, 0, 0, 4, 0, 0, 0, 0, 0],
+    ]
+    .concat();
+    let backend = raw_server(ping_first, vec![(5, vec![0x88])]).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    assert_eq!(get(client, "/").await.0, 503);
 }

@@ -38,6 +38,8 @@ pub struct Connection<IO> {
     decoder: Decoder,
     partial: Option<Partial>,
     shutting: bool,
+    /// Whether the server's preface (a SETTINGS frame, RFC 9113 §3.4) came.
+    preface_seen: bool,
     /// A header block's names and value ranges (empty between blocks;
     /// only the allocation is reused).
     fields: Vec<(HeaderName, Range<usize>)>,
@@ -54,6 +56,7 @@ impl<IO> Connection<IO> {
             decoder: Decoder::new(4096),
             partial: None,
             shutting: false,
+            preface_seen: false,
             fields: Vec::new(),
         }
     }
@@ -177,6 +180,15 @@ impl<IO> Connection<IO> {
         head: Head,
         payload: Bytes,
     ) -> Result<(), (u32, &'static str)> {
+        if !self.preface_seen {
+            if head.kind != kind::SETTINGS || head.has(flag::ACK) {
+                return Err((
+                    reason::PROTOCOL_ERROR,
+                    "the server's first frame is not SETTINGS",
+                ));
+            }
+            self.preface_seen = true;
+        }
         if let Some(p) = &self.partial
             && (head.kind != kind::CONTINUATION || head.stream != p.stream)
         {
