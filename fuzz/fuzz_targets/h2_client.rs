@@ -1,7 +1,7 @@
-//! Arbitrary bytes from an HTTP/2 server (after its SETTINGS preface), read by the proxy's own
-//! upstream HTTP/2 client while two requests are open (one with a body
-//! still streaming): nothing may panic, and every stream and the
-//! connection finish once the server has closed.
+//! Arbitrary bytes from an HTTP/2 server (after its SETTINGS preface),
+//! read by the proxy's own upstream HTTP/2 client while two requests are
+//! open (one with a body still streaming): nothing may panic, and every
+//! stream and the connection finish once the server has closed.
 #![no_main]
 
 use std::time::Duration;
