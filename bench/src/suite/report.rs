@@ -74,7 +74,7 @@ impl Sample {
 }
 
 /// One JSON record: the medians of one (setup, load) over the rounds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Record {
     /// Setup name.
     pub setup: String,
@@ -229,6 +229,12 @@ fn best_peer(
     }
 }
 
+/// User CPU seconds per 1,000 requests: the process's own code, without
+/// the kernel's socket work every proxy pays alike.
+fn user_cpu(r: &Record) -> Option<f64> {
+    Some(r.cpu_s_per_1k_req? - r.cpu_sys_s_per_1k_req?)
+}
+
 fn ratio(ours: Option<f64>, best: Option<f64>) -> String {
     match (ours, best) {
         // A ratio to a peer figure at or below zero (an added latency lost
@@ -280,9 +286,9 @@ pub fn markdown(records: &[Record], header: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| load | setup | added p50 | added p99 | req/s | MB/s | CPU / req | CPU / GB | peak RSS |"
+        "| load | setup | added p50 | added p99 | req/s | MB/s | CPU / req | user CPU / req | CPU / GB | peak RSS |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for r in records
         .iter()
         .filter(|r| r.setup.starts_with("meshwork") || r.setup.starts_with("baseline"))
@@ -299,7 +305,7 @@ pub fn markdown(records: &[Record], header: &str) -> String {
         let added99 = |r: &Record| r.added_p99_us.map(|v| v as f64);
         let _ = writeln!(
             s,
-            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
             l,
             r.setup,
             if hops > 1.0 { " (per hop)" } else { "" },
@@ -314,6 +320,7 @@ pub fn markdown(records: &[Record], header: &str) -> String {
                 per_hop(r.cpu_s_per_1k_req),
                 best_peer(records, l, |r| r.cpu_s_per_1k_req, true)
             ),
+            ratio(per_hop(user_cpu(r)), best_peer(records, l, user_cpu, true)),
             ratio(
                 per_hop(r.cpu_s_per_gb),
                 best_peer(records, l, |r| r.cpu_s_per_gb, true)
@@ -322,4 +329,37 @@ pub fn markdown(records: &[Record], header: &str) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(setup: &str, cpu: f64, sys: f64) -> Record {
+        Record {
+            setup: setup.into(),
+            load: "http1-4c".into(),
+            cpu_s_per_1k_req: Some(cpu),
+            cpu_sys_s_per_1k_req: Some(sys),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn user_cpu_is_compared_apart_from_the_total() {
+        let records = [
+            record("meshwork one hop", 0.060, 0.030),
+            record("nginx", 0.050, 0.035),
+            record("haproxy", 0.055, 0.030),
+        ];
+        let report = markdown(&records, "# test");
+        let row = report
+            .lines()
+            .find(|l| l.starts_with("| http1-4c | meshwork one hop |") && l.contains('×'))
+            .expect("the ratio row");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // CPU / req against nginx's 0.050; user CPU against nginx's 0.015.
+        assert_eq!(cells[7], "1.20×", "{row}");
+        assert_eq!(cells[8], "2.00×", "{row}");
+    }
 }
