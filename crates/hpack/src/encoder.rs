@@ -1,37 +1,165 @@
-//! Stateless header encoding: static table and raw literals only.
+//! Header encoding: the static table, raw literals, and (when asked for)
+//! a dynamic table of the fields that repeat.
+
+use std::collections::VecDeque;
 
 use crate::{integer, static_table};
 
-/// Stateless encoder: never uses or changes the dynamic table (so the peer's SETTINGS_HEADER_TABLE_SIZE never matters),
-/// never Huffman-encodes (cheapest on CPU; RFC 7541 allows it).
+/// Encodes header blocks. Never Huffman-encodes (cheapest on CPU; RFC 7541
+/// allows it).
 ///
-/// Because it never emits a dynamic table size update either, it is valid
-/// for any table size the peer advertises, including 0.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Encoder;
+/// [`Encoder::new`] is stateless: it never uses or changes the dynamic
+/// table, so it is valid for any table size the peer advertises, including
+/// 0. [`Encoder::with_table`] also indexes the fields that repeat (peer
+/// metadata, user agents, authorities), so they cost one or two octets
+/// after their first block; it must then see every block's start
+/// ([`Encoder::begin_block`]) and the peer's SETTINGS_HEADER_TABLE_SIZE
+/// ([`Encoder::set_peer_table_size`]), and every block it encodes must
+/// reach the peer, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Encoder {
+    /// Newest first: name and value in one slice, and the name's length.
+    table: VecDeque<(Box<[u8]>, usize)>,
+    /// §4.1 size of the entries.
+    size: usize,
+    /// The table's maximum size, as the peer's decoder knows it.
+    capacity: usize,
+    /// The most this encoder uses (0: stateless).
+    limit: usize,
+    /// Size updates owed at the start of the next block: the smallest
+    /// since the last block, and the last (§4.2).
+    update: Option<(usize, usize)>,
+}
 
 /// Literal header field without indexing (§6.2.2), 4-bit index prefix.
 const WITHOUT_INDEXING: u8 = 0x00;
 /// Literal header field never indexed (§6.2.3), 4-bit index prefix.
 const NEVER_INDEXED: u8 = 0x10;
+/// Literal header field with incremental indexing (§6.2.1), 6-bit prefix.
+const WITH_INDEXING: u8 = 0x40;
+/// Dynamic table size update (§6.3), 5-bit prefix.
+const SIZE_UPDATE: u8 = 0x20;
 /// Indexed header field (§6.1), 7-bit index prefix.
 const INDEXED: u8 = 0x80;
 /// Static index of `:status` (with value 200).
 const STATUS_INDEX: usize = 8;
+/// The table size every HTTP/2 decoder starts with (RFC 9113 §6.5.2).
+const DEFAULT_TABLE_SIZE: usize = 4096;
+/// Per-entry overhead in the §4.1 size accounting.
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Fields whose values rarely repeat: indexing them would only evict
+/// entries that do (the same choice as other HTTP/2 stacks make).
+fn rarely_repeats(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b":path"
+            | b"content-length"
+            | b"date"
+            | b"age"
+            | b"etag"
+            | b"location"
+            | b"authorization"
+            | b"cookie"
+            | b"set-cookie"
+            | b"if-modified-since"
+            | b"if-none-match"
+            | b"x-envoy-attempt-count"
+            | b"x-envoy-expected-rq-timeout-ms"
+            | b"x-envoy-upstream-service-time"
+    )
+}
 
 impl Encoder {
-    /// Returns the encoder (a unit value; kept as a constructor so a stateful
-    /// encoder could replace it without changing callers).
+    /// A stateless encoder (static table and literals only).
     pub fn new() -> Encoder {
-        Encoder
+        Encoder::default()
     }
 
-    /// Appends one field: an exact static-table match becomes an indexed field (1 octet for e.g. ":method: GET");
-    /// a static-table name match becomes a literal with indexed name, without indexing; anything else a literal with literal name, without indexing.
-    /// `sensitive` = true uses the "never indexed" representation instead of "without indexing".
+    /// An encoder that indexes repeating fields in a dynamic table of at
+    /// most `limit` octets (and at most what the peer allows).
+    pub fn with_table(limit: usize) -> Encoder {
+        let mut e = Encoder {
+            capacity: DEFAULT_TABLE_SIZE,
+            limit,
+            ..Encoder::default()
+        };
+        e.resize(limit.min(DEFAULT_TABLE_SIZE));
+        e
+    }
+
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE: the table shrinks to it (or
+    /// to this encoder's limit), and the next block says so.
+    pub fn set_peer_table_size(&mut self, size: usize) {
+        if self.limit > 0 {
+            self.resize(size.min(self.limit));
+        }
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        if capacity == self.capacity {
+            return;
+        }
+        self.capacity = capacity;
+        self.evict(0);
+        let smallest = self.update.map_or(capacity, |(s, _)| s.min(capacity));
+        self.update = Some((smallest, capacity));
+    }
+
+    /// Starts a header block: writes the table size updates owed (§4.2).
+    /// An encoder with a table needs it at the start of every block.
+    pub fn begin_block(&mut self, dst: &mut Vec<u8>) {
+        if let Some((smallest, last)) = self.update.take() {
+            if smallest < last {
+                integer::encode(smallest, 5, SIZE_UPDATE, dst);
+            }
+            integer::encode(last, 5, SIZE_UPDATE, dst);
+        }
+    }
+
+    /// Makes room for `incoming` octets, oldest entries first.
+    fn evict(&mut self, incoming: usize) {
+        while self.size + incoming > self.capacity {
+            let Some((bytes, _)) = self.table.pop_back() else {
+                break;
+            };
+            self.size -= bytes.len() + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// The dynamic index (62 for the newest) of an exact entry.
+    fn find(&self, name: &[u8], value: &[u8]) -> Option<usize> {
+        let total = name.len() + value.len();
+        self.table
+            .iter()
+            .position(|(bytes, name_len)| {
+                *name_len == name.len()
+                    && bytes.len() == total
+                    && bytes[name.len()..] == *value
+                    && bytes[..name.len()] == *name
+            })
+            .map(|i| static_table::LEN + 1 + i)
+    }
+
+    fn insert(&mut self, name: &[u8], value: &[u8]) {
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        self.evict(size);
+        self.table
+            .push_front(([name, value].concat().into_boxed_slice(), name.len()));
+        self.size += size;
+    }
+
+    /// Appends one field: an exact static-table match becomes an indexed
+    /// field (1 octet for e.g. ":method: GET"), as does an exact match in
+    /// the dynamic table (1-2 octets). Otherwise a literal, with the
+    /// static table's index for the name when it has one: "with
+    /// incremental indexing" when this encoder has a table and the field
+    /// is worth keeping there (it fits, and its name is not one whose
+    /// values rarely repeat), else "without indexing", or "never indexed"
+    /// when `sensitive`.
     ///
-    /// A sensitive field is never sent as an indexed field, even on an exact
-    /// static match, so the "never indexed" mark always reaches the peer.
+    /// A sensitive field is never indexed, not even on an exact static
+    /// match, so the "never indexed" mark always reaches the peer.
     /// Names must already be lowercase (HTTP/2); they are sent as given.
     pub fn encode(&mut self, name: &[u8], value: &[u8], sensitive: bool, dst: &mut Vec<u8>) {
         let flags = if sensitive {
@@ -39,8 +167,36 @@ impl Encoder {
         } else {
             WITHOUT_INDEXING
         };
-        match static_table::find(name, value) {
-            Some(m) if m.exact && !sensitive => dst.push(INDEXED | m.index),
+        let found = static_table::find(name, value);
+        if let Some(m) = found
+            && m.exact
+            && !sensitive
+        {
+            dst.push(INDEXED | m.index);
+            return;
+        }
+        if !sensitive && self.capacity > 0 {
+            if let Some(index) = self.find(name, value) {
+                integer::encode(index, 7, INDEXED, dst);
+                return;
+            }
+            // Entries larger than the table are never added: the peer
+            // would empty its table for them (§4.4).
+            if name.len() + value.len() + ENTRY_OVERHEAD <= self.capacity && !rarely_repeats(name) {
+                dst.reserve(name.len() + value.len() + 11);
+                match found {
+                    Some(m) => integer::encode(usize::from(m.index), 6, WITH_INDEXING, dst),
+                    None => {
+                        dst.push(WITH_INDEXING);
+                        string(name, dst);
+                    }
+                }
+                string(value, dst);
+                self.insert(name, value);
+                return;
+            }
+        }
+        match found {
             Some(m) => {
                 dst.reserve(value.len() + 8);
                 integer::encode(usize::from(m.index), 4, flags, dst);
@@ -164,5 +320,116 @@ mod tests {
         e.encode_status(200, &mut out);
         e.encode(b":method", b"GET", false, &mut out);
         assert_eq!(out, [0xaa, 0x88, 0x82]);
+    }
+
+    /// Decodes `block` with `dec`, as (name, value) strings.
+    fn decode(dec: &mut crate::Decoder, block: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        dec.decode(block, |f| {
+            out.push((
+                String::from_utf8_lossy(f.name).into_owned(),
+                String::from_utf8_lossy(f.value).into_owned(),
+            ))
+        })
+        .unwrap();
+        out
+    }
+
+    fn block(e: &mut Encoder, fields: &[(&str, &str, bool)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        e.begin_block(&mut out);
+        for (n, v, s) in fields {
+            e.encode(n.as_bytes(), v.as_bytes(), *s, &mut out);
+        }
+        out
+    }
+
+    fn owned(fields: &[(&str, &str, bool)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(n, v, _)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn repeated_fields_become_indexed_and_decode_the_same() {
+        let peer = "p".repeat(400);
+        let fields = [
+            (":method", "POST", false),
+            (":authority", "backend:8080", false),
+            (":path", "/a", false),
+            ("x-envoy-peer-metadata", peer.as_str(), false),
+            ("x-request-id", "7f0c", true),
+            ("content-length", "1024", false),
+        ];
+        let mut e = Encoder::with_table(4096);
+        let mut d = crate::Decoder::new(4096);
+        let first = block(&mut e, &fields);
+        assert!(first.len() > 400);
+        assert_eq!(decode(&mut d, &first), owned(&fields));
+        let second = block(&mut e, &fields);
+        // :method static (1), authority and peer metadata indexed (1
+        // each), :path with the static name (4), the request id never
+        // indexed (19), the length without indexing (7).
+        assert_eq!(second.len(), 1 + 1 + 4 + 1 + 19 + 7, "{second:x?}");
+        assert_eq!(decode(&mut d, &second), owned(&fields));
+        // The stateless encoder sends everything every time.
+        let mut stateless = Encoder::new();
+        assert!(block(&mut stateless, &fields).len() > 400);
+        assert!(block(&mut stateless, &fields).len() > 400);
+    }
+
+    #[test]
+    fn a_peer_that_lowers_its_table_size_gets_an_update_and_stays_in_sync() {
+        let mut e = Encoder::with_table(4096);
+        let mut d = crate::Decoder::new(4096);
+        let fields = [("x-a", "1", false), ("x-b", "2", false)];
+        decode(&mut d, &block(&mut e, &fields));
+        // The peer lowers to 0, then to 64, before the next block: both
+        // updates (the smallest first) open it, and only 64 octets are
+        // used from then on.
+        d.set_max_table_size(64);
+        e.set_peer_table_size(0);
+        e.set_peer_table_size(64);
+        let next = block(&mut e, &fields);
+        assert_eq!(&next[..3], &[0x20, 0x3f, 64 - 31], "{next:x?}");
+        assert_eq!(decode(&mut d, &next), owned(&fields));
+        assert_eq!(decode(&mut d, &block(&mut e, &fields)), owned(&fields));
+        // An encoder with a smaller limit says so in its first block.
+        let mut small = Encoder::with_table(100);
+        let mut d = crate::Decoder::new(4096);
+        let first = block(&mut small, &fields);
+        assert_eq!(first[0], 0x3f, "size update to 100 first: {first:x?}");
+        assert_eq!(decode(&mut d, &first), owned(&fields));
+    }
+
+    #[test]
+    fn random_blocks_round_trip_through_eviction() {
+        // A deterministic mix of repeating and fresh fields through a
+        // small table, so entries are evicted all the time.
+        let mut e = Encoder::with_table(256);
+        let mut d = crate::Decoder::new(4096);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..500 {
+            let mut fields = Vec::new();
+            for _ in 0..(seed % 7) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let name = format!("x-{}", seed % 5);
+                let value = "v".repeat((seed >> 8) as usize % 90) + &(seed % 11).to_string();
+                fields.push((name, value, seed.is_multiple_of(13)));
+            }
+            if round % 97 == 0 {
+                d.set_max_table_size(4096);
+                e.set_peer_table_size((seed % 300) as usize);
+            }
+            let refs: Vec<(&str, &str, bool)> = fields
+                .iter()
+                .map(|(n, v, s)| (n.as_str(), v.as_str(), *s))
+                .collect();
+            let got = decode(&mut d, &block(&mut e, &refs));
+            assert_eq!(got, owned(&refs), "round {round}");
+        }
     }
 }

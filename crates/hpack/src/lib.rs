@@ -1,4 +1,4 @@
-//! HPACK (RFC 7541) header compression for Meshwork's own HTTP/2 server.
+//! HPACK (RFC 7541) header compression for Meshwork's own HTTP/2 server and client.
 //!
 //! Written in-house because no maintained HPACK crate exists and the `h2`
 //! crate keeps its codec private. Two halves with different trade-offs:
@@ -11,10 +11,12 @@
 //!   buffers the decoder reuses; only dynamic-table inserts allocate).
 //!   Huffman decoding is one table lookup per input octet; the 256 KiB table
 //!   is built once per process on first use.
-//! - [`Encoder`] is stateless: it uses the static table and literals only,
-//!   never the dynamic table (so the peer's SETTINGS_HEADER_TABLE_SIZE never
-//!   matters) and never Huffman (cheapest on CPU). It only appends to the
-//!   caller's `Vec`.
+//! - [`Encoder`] never Huffman-encodes (cheapest on CPU) and only appends
+//!   to the caller's `Vec`. [`Encoder::new`] is stateless (static table and
+//!   literals, valid for any SETTINGS_HEADER_TABLE_SIZE); [`Encoder::with_table`]
+//!   also keeps a dynamic table of the fields that repeat, so a header sent
+//!   on every request (peer metadata) costs one or two octets after the
+//!   first.
 //!
 //! ```
 //! use meshwork_hpack::{Decoder, Encoder};

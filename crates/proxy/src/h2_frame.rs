@@ -107,6 +107,8 @@ pub fn reason_name(code: u32) -> &'static str {
 
 /// SETTINGS identifiers (RFC 9113 §6.5.2).
 pub mod setting {
+    /// SETTINGS_HEADER_TABLE_SIZE.
+    pub const HEADER_TABLE_SIZE: u16 = 0x1;
     /// SETTINGS_ENABLE_PUSH.
     pub const ENABLE_PUSH: u16 = 0x2;
     /// SETTINGS_MAX_CONCURRENT_STREAMS.

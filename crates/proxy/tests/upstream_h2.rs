@@ -26,6 +26,12 @@ const BIG: usize = 3 << 20;
 /// - `/refuse`: resets the stream with REFUSED_STREAM.
 /// - `/cut`: answers with some data, then resets the stream.
 async fn h2_backend() -> (u16, Arc<AtomicUsize>) {
+    h2_backend_with_table(4096).await
+}
+
+/// `h2_backend` whose HPACK decoder allows a dynamic table of `table`
+/// octets (SETTINGS_HEADER_TABLE_SIZE).
+async fn h2_backend_with_table(table: u32) -> (u16, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let conns = Arc::new(AtomicUsize::new(0));
@@ -35,7 +41,11 @@ async fn h2_backend() -> (u16, Arc<AtomicUsize>) {
             let Ok((s, _)) = l.accept().await else { return };
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut conn = h2::server::handshake(s).await.unwrap();
+                let mut conn = h2::server::Builder::new()
+                    .header_table_size(table)
+                    .handshake(s)
+                    .await
+                    .unwrap();
                 while let Some(Ok((req, respond))) = conn.accept().await {
                     if req.uri().path() == "/bye" {
                         conn.graceful_shutdown();
@@ -50,6 +60,7 @@ async fn h2_backend() -> (u16, Arc<AtomicUsize>) {
 
 async fn serve(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
     let path = req.uri().path().to_string();
+    let x_test = req.headers().get("x-test").cloned();
     let mut body = req.into_body();
     let head = Response::new(());
     match path.as_str() {
@@ -88,6 +99,11 @@ async fn serve(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
             tx.send_data(Bytes::from(vec![b'x'; BIG]), true).unwrap();
             // The stream must live until the proxy has taken every byte.
             let _ = std::future::poll_fn(|cx| tx.poll_reset(cx)).await;
+        }
+        "/x-test" => {
+            let mut tx = respond.send_response(head, false).unwrap();
+            let value = x_test.map_or(Bytes::new(), |v| Bytes::copy_from_slice(v.as_bytes()));
+            tx.send_data(value, true).unwrap();
         }
         _ => {
             let mut tx = respond.send_response(head, false).unwrap();
@@ -521,4 +537,44 @@ async fn an_upstream_whose_first_frame_is_not_settings_is_refused() {
     let backend = raw_server(ping_first, vec![(5, vec![0x88])]).await;
     let (_mesh, _, client) = proxy_to(backend).await;
     assert_eq!(get(client, "/").await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_headers_reach_the_upstream_intact_over_one_connection() {
+    // The proxy's HPACK encoder indexes repeating fields: h2's decoder on
+    // the backend must read every request right while entries repeat, are
+    // evicted (values of up to 3 KB through a 4 KB table) and come back,
+    // and when the backend asks for a smaller table (256 octets) or none.
+    // (h2's decoder tolerates an encoder that ignores the smaller size;
+    // the size updates themselves are checked against our own strict
+    // decoder in meshwork-hpack's tests.)
+    for table in [4096, 256, 0] {
+        headers_reach_the_upstream_intact(table).await;
+    }
+}
+
+async fn headers_reach_the_upstream_intact(table: u32) {
+    let (backend, conns) = h2_backend_with_table(table).await;
+    let (_mesh, _, client) = proxy_to(backend).await;
+    for i in 0..60usize {
+        let value = match i % 4 {
+            0 => "same".to_string(),
+            1 => format!("fresh-{i}"),
+            2 => "y".repeat(300 * (i % 11)),
+            _ => "same".to_string() + &"z".repeat(i % 3),
+        };
+        let mut req = request("GET", "/x-test");
+        req.headers_mut().insert("x-test", value.parse().unwrap());
+        let mut c = client.clone().ready().await.unwrap();
+        let (resp, _) = c.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200, "table {table}, request {i}");
+        let got = read_all(&mut resp.into_body()).await;
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            value,
+            "table {table}, request {i}"
+        );
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
 }

@@ -519,6 +519,7 @@ fn on_settings(
                     }
                 }
             }
+            setting::HEADER_TABLE_SIZE => st.encoder.set_peer_table_size(value as usize),
             setting::MAX_FRAME_SIZE => {
                 if !(frame::DEFAULT_MAX_FRAME as u32..=frame::MAX_MAX_FRAME).contains(&value) {
                     return Err((reason::PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range"));

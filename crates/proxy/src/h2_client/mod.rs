@@ -11,7 +11,7 @@
 //! kind of lock; here a stream is a map entry and frames are bytes.
 //!
 //! Frames are shared with the downstream server (`h2_frame`), header
-//! blocks go through `meshwork-hpack` (the encoder keeps no table).
+//! blocks go through `meshwork-hpack` (the encoder indexes the fields that repeat).
 
 mod conn;
 mod state;
@@ -171,6 +171,7 @@ impl ClientConn {
         } = &mut *st;
         let start = wbuf.len();
         wbuf.extend_from_slice(&[0; frame::HEADER_LEN]);
+        encoder.begin_block(wbuf);
         let uri = head.uri();
         encoder.encode(b":method", head.method().as_str().as_bytes(), false, wbuf);
         encoder.encode(
@@ -428,6 +429,7 @@ impl StreamRef {
             s.local_end = true;
             let start = wbuf.len();
             wbuf.extend_from_slice(&[0; frame::HEADER_LEN]);
+            encoder.begin_block(wbuf);
             for (name, value) in trailers {
                 if !connection_specific(name) {
                     encoder.encode(
