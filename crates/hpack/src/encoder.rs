@@ -48,8 +48,9 @@ const DEFAULT_TABLE_SIZE: usize = 4096;
 /// Per-entry overhead in the §4.1 size accounting.
 const ENTRY_OVERHEAD: usize = 32;
 
-/// Fields whose values rarely repeat: indexing them would only evict
-/// entries that do (the same choice as other HTTP/2 stacks make).
+/// Fields whose values rarely repeat (per-request ids, tracing context,
+/// deadlines, lengths, dates): indexing them would only evict entries that
+/// do, and lengthen every lookup.
 fn rarely_repeats(name: &[u8]) -> bool {
     matches!(
         name,
@@ -59,15 +60,42 @@ fn rarely_repeats(name: &[u8]) -> bool {
             | b"age"
             | b"etag"
             | b"location"
-            | b"authorization"
+            | b"referer"
+            | b"range"
+            | b"if-match"
+            | b"if-range"
+            | b"if-modified-since"
+            | b"if-unmodified-since"
+            | b"if-none-match"
             | b"cookie"
             | b"set-cookie"
-            | b"if-modified-since"
-            | b"if-none-match"
+            | b"grpc-timeout"
+            | b"grpc-trace-bin"
+            | b"traceparent"
+            | b"tracestate"
+            | b"b3"
+            | b"x-b3-traceid"
+            | b"x-b3-spanid"
+            | b"x-b3-parentspanid"
+            | b"x-ot-span-context"
+            | b"uber-trace-id"
+            | b"sentry-trace"
+            | b"x-client-trace-id"
+            | b"x-amzn-trace-id"
+            | b"x-cloud-trace-context"
+            | b"x-datadog-trace-id"
+            | b"x-datadog-parent-id"
             | b"x-envoy-attempt-count"
             | b"x-envoy-expected-rq-timeout-ms"
+            | b"x-envoy-original-path"
             | b"x-envoy-upstream-service-time"
     )
+}
+
+/// Credentials: always sent "never indexed" (RFC 7541 §7.1.3), so no
+/// intermediary's table holds them.
+fn always_sensitive(name: &[u8]) -> bool {
+    matches!(name, b"authorization" | b"proxy-authorization")
 }
 
 impl Encoder {
@@ -154,14 +182,16 @@ impl Encoder {
     /// the dynamic table (1-2 octets). Otherwise a literal, with the
     /// static table's index for the name when it has one: "with
     /// incremental indexing" when this encoder has a table and the field
-    /// is worth keeping there (it fits, and its name is not one whose
-    /// values rarely repeat), else "without indexing", or "never indexed"
-    /// when `sensitive`.
+    /// is worth keeping there (at most three quarters of the table, and
+    /// its name is not one whose values rarely repeat), else "without
+    /// indexing", or "never indexed" when `sensitive` (always for
+    /// `authorization` and `proxy-authorization`).
     ///
     /// A sensitive field is never indexed, not even on an exact static
     /// match, so the "never indexed" mark always reaches the peer.
     /// Names must already be lowercase (HTTP/2); they are sent as given.
     pub fn encode(&mut self, name: &[u8], value: &[u8], sensitive: bool, dst: &mut Vec<u8>) {
+        let sensitive = sensitive || always_sensitive(name);
         let flags = if sensitive {
             NEVER_INDEXED
         } else {
@@ -180,9 +210,10 @@ impl Encoder {
                 integer::encode(index, 7, INDEXED, dst);
                 return;
             }
-            // Entries larger than the table are never added: the peer
-            // would empty its table for them (§4.4).
-            if name.len() + value.len() + ENTRY_OVERHEAD <= self.capacity && !rarely_repeats(name) {
+            // An entry near the table's size would evict everything else
+            // for itself (one larger would empty the peer's table, §4.4).
+            let size = name.len() + value.len() + ENTRY_OVERHEAD;
+            if size <= self.capacity / 4 * 3 && !rarely_repeats(name) {
                 dst.reserve(name.len() + value.len() + 11);
                 match found {
                     Some(m) => integer::encode(usize::from(m.index), 6, WITH_INDEXING, dst),
@@ -282,6 +313,8 @@ mod tests {
         // Name index >= 15 needs a continuation octet in a 4-bit prefix.
         assert_eq!(enc("content-type", "a", false), [0x0f, 0x10, 1, b'a']);
         assert_eq!(enc("authorization", "x", true), [0x1f, 0x08, 1, b'x']);
+        // Credentials are never indexed, whatever the caller says.
+        assert_eq!(enc("authorization", "x", false), [0x1f, 0x08, 1, b'x']);
         // Literal name: RFC 7541 C.2.3 is exactly this representation.
         assert_eq!(
             enc("password", "secret", true),
@@ -377,6 +410,27 @@ mod tests {
         let mut stateless = Encoder::new();
         assert!(block(&mut stateless, &fields).len() > 400);
         assert!(block(&mut stateless, &fields).len() > 400);
+    }
+
+    #[test]
+    fn ids_credentials_and_outsized_values_stay_out_of_the_table() {
+        let big = "b".repeat(3100);
+        let fields = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+                false,
+            ),
+            ("authorization", "Bearer t", false),
+            ("x-big", big.as_str(), false),
+        ];
+        let mut e = Encoder::with_table(4096);
+        let mut d = crate::Decoder::new(4096);
+        let first = block(&mut e, &fields);
+        let second = block(&mut e, &fields);
+        assert_eq!(first, second, "nothing was indexed");
+        assert_eq!(decode(&mut d, &second), owned(&fields));
+        assert_eq!(d.table_len(), 0);
     }
 
     #[test]

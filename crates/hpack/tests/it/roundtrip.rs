@@ -6,8 +6,10 @@ use meshwork_hpack::{Decoder, Encoder, huffman, static_table};
 
 /// What the decoder must report for a field the encoder wrote: the static
 /// index the encoder used (exact entry, or first entry with the name).
+/// Credentials always go "never indexed".
 fn expected(name: &[u8], value: &[u8], sensitive: bool) -> Owned {
     let static_index = static_table::find(name, value).map(|m| m.index);
+    let sensitive = sensitive || matches!(name, b"authorization" | b"proxy-authorization");
     (name.to_vec(), value.to_vec(), static_index, sensitive)
 }
 

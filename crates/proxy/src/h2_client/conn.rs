@@ -40,9 +40,10 @@ pub struct Connection<IO> {
     shutting: bool,
     /// Whether the server's preface (a SETTINGS frame, RFC 9113 §3.4) came.
     preface_seen: bool,
-    /// A header block's names and value ranges (empty between blocks;
-    /// only the allocation is reused).
-    fields: Vec<(HeaderName, Range<usize>)>,
+    /// A header block's names, value ranges and whether the server sent
+    /// each "never indexed" (kept so downstream, RFC 7541 §6.2.3); empty
+    /// between blocks, only the allocation is reused.
+    fields: Vec<(HeaderName, Range<usize>, bool)>,
 }
 
 impl<IO> Connection<IO> {
@@ -354,7 +355,7 @@ impl<IO> Connection<IO> {
                         Some(name) => {
                             let start = arena.len();
                             arena.extend_from_slice(f.value);
-                            fields.push((name, start..arena.len()));
+                            fields.push((name, start..arena.len(), f.never_indexed));
                         }
                         None => bad = true,
                     }
@@ -363,9 +364,10 @@ impl<IO> Connection<IO> {
             .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
         let arena = arena.freeze();
         let mut headers = HeaderMap::with_capacity(fields.len() + RESPONSE_HEADERS_ADDED);
-        for (name, range) in fields.drain(..) {
+        for (name, range, never_indexed) in fields.drain(..) {
             match HeaderValue::from_maybe_shared(arena.slice(range)) {
-                Ok(value) => {
+                Ok(mut value) => {
+                    value.set_sensitive(never_indexed);
                     headers.append(name, value);
                 }
                 Err(_) => bad = true,

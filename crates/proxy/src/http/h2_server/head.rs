@@ -33,7 +33,9 @@ pub struct HeadBuilder {
     counted: usize,
     list: usize,
     arena: BytesMut,
-    fields: Vec<(HeaderName, Range<usize>)>,
+    /// Names, value ranges in `arena`, and whether the client sent the
+    /// value "never indexed" (kept so on the way upstream, RFC 7541 §6.2.3).
+    fields: Vec<(HeaderName, Range<usize>, bool)>,
     method: Option<Method>,
     scheme: Option<Range<usize>>,
     authority: Option<Range<usize>>,
@@ -145,7 +147,7 @@ impl HeadBuilder {
             }
         }
         let range = self.keep(f.value);
-        self.fields.push((name, range));
+        self.fields.push((name, range, f.never_indexed));
     }
 
     /// The header map of the block, and the arena its values live in.
@@ -155,9 +157,10 @@ impl HeadBuilder {
         }
         let arena = std::mem::take(&mut self.arena).freeze();
         let mut map = HeaderMap::with_capacity(self.fields.len() + REQUEST_HEADERS_ADDED);
-        for (name, range) in self.fields.drain(..) {
-            let value = HeaderValue::from_maybe_shared(arena.slice(range))
+        for (name, range, never_indexed) in self.fields.drain(..) {
+            let mut value = HeaderValue::from_maybe_shared(arena.slice(range))
                 .map_err(|_| HeadError::Malformed("invalid header value"))?;
+            value.set_sensitive(never_indexed);
             map.append(name, value);
         }
         Ok((map, arena))
@@ -295,6 +298,22 @@ mod tests {
             b.field(field(n, v));
         }
         b.into_request()
+    }
+
+    #[test]
+    fn a_value_sent_never_indexed_stays_sensitive() {
+        let mut b = HeadBuilder::new(false, 16 * 1024, 100);
+        for (n, v) in [(":method", "GET"), (":scheme", "http"), (":path", "/")] {
+            b.field(field(n, v));
+        }
+        b.field(Field {
+            never_indexed: true,
+            ..field("x-token", "secret")
+        });
+        b.field(field("x-plain", "1"));
+        let (req, _) = b.into_request().unwrap();
+        assert!(req.headers()["x-token"].is_sensitive());
+        assert!(!req.headers()["x-plain"].is_sensitive());
     }
 
     #[test]
