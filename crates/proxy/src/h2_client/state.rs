@@ -97,11 +97,6 @@ impl Stream {
     }
 }
 
-/// The most the HPACK encoder's dynamic table holds (the protocol's
-/// default; a server may ask for less): room for the fields sent on every
-/// request, the peer metadata above all.
-const ENCODER_TABLE: usize = 4096;
-
 /// The shared state.
 pub struct State {
     /// Frames waiting for the connection task to write them.
@@ -145,7 +140,7 @@ impl State {
         frame::put_window_update(&mut wbuf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
         State {
             wbuf,
-            encoder: Encoder::with_table(ENCODER_TABLE),
+            encoder: Encoder::with_table(frame::HPACK_TABLE),
             next_id: 1,
             streams: foldhash::HashMap::default(),
             peer_window: frame::DEFAULT_WINDOW,

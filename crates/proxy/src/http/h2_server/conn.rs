@@ -153,7 +153,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             conn_send: frame::DEFAULT_WINDOW,
             conn_recv: conn_window,
             decoder: Decoder::new(4096),
-            encoder: Encoder::new(),
+            encoder: Encoder::with_table(frame::HPACK_TABLE),
             streams: foldhash::HashMap::default(),
             tasks: SelectAll::new(),
             blocked: VecDeque::new(),
@@ -490,7 +490,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     }
                     self.peer_max_frame = value as usize;
                 }
-                _ => {} // the encoder keeps no table; the rest are advisory
+                setting::HEADER_TABLE_SIZE => self.encoder.set_peer_table_size(value as usize),
+                _ => {} // advisory
             }
         }
         self.settings_seen = true;

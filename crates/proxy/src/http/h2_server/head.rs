@@ -246,6 +246,7 @@ pub fn encode_response(
     dst: &mut Vec<u8>,
 ) {
     let status = parts.status.as_u16();
+    enc.begin_block(dst);
     enc.encode_status(status, dst);
     encode_fields(enc, &parts.headers, dst);
     if !parts.headers.contains_key(header::DATE) {
@@ -262,6 +263,7 @@ pub fn encode_response(
 
 /// Appends trailers' header block.
 pub fn encode_trailers(enc: &mut Encoder, trailers: &HeaderMap, dst: &mut Vec<u8>) {
+    enc.begin_block(dst);
     encode_fields(enc, trailers, dst);
 }
 
