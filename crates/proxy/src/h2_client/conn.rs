@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use meshwork_hpack::Decoder;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Error;
 use super::state::{Inner, MAX_HEADER_LIST, SEND_LIMIT, State};
 use crate::h2_frame::{self as frame, Head, flag, kind, reason, setting};
-use crate::http::headers::{RESPONSE_HEADERS_ADDED, hpack_static_name, is_connection_specific};
+use crate::http::headers::{RESPONSE_HEADERS_ADDED, h2_field_name, h2_header_map};
 
 /// The largest frame accepted (the protocol default, never raised).
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
@@ -38,8 +38,6 @@ pub struct Connection<IO> {
     decoder: Decoder,
     partial: Option<Partial>,
     shutting: bool,
-    /// Whether the server's preface (a SETTINGS frame, RFC 9113 §3.4) came.
-    preface_seen: bool,
     /// A header block's names, value ranges and whether the server sent
     /// each "never indexed" (kept so downstream, RFC 7541 §6.2.3); empty
     /// between blocks, only the allocation is reused.
@@ -57,7 +55,6 @@ impl<IO> Connection<IO> {
             decoder: Decoder::new(4096),
             partial: None,
             shutting: false,
-            preface_seen: false,
             fields: Vec::new(),
         }
     }
@@ -181,14 +178,12 @@ impl<IO> Connection<IO> {
         head: Head,
         payload: Bytes,
     ) -> Result<(), (u32, &'static str)> {
-        if !self.preface_seen {
-            if head.kind != kind::SETTINGS || head.has(flag::ACK) {
-                return Err((
-                    reason::PROTOCOL_ERROR,
-                    "the server's first frame is not SETTINGS",
-                ));
-            }
-            self.preface_seen = true;
+        // The server's preface is a SETTINGS frame (RFC 9113 §3.4).
+        if !st.settings_seen && (head.kind != kind::SETTINGS || head.has(flag::ACK)) {
+            return Err((
+                reason::PROTOCOL_ERROR,
+                "the server's first frame is not SETTINGS",
+            ));
         }
         if let Some(p) = &self.partial
             && (head.kind != kind::CONTINUATION || head.stream != p.stream)
@@ -344,35 +339,20 @@ impl<IO> Connection<IO> {
                     bad = true;
                 } else {
                     regular_seen = true;
-                    // Names are lowercase and never connection-specific
-                    // in HTTP/2 (RFC 9113 §8.2.1-8.2.2).
-                    let name = match f.static_index.and_then(hpack_static_name) {
-                        Some(name) => Some(name),
-                        None if f.name.iter().any(u8::is_ascii_uppercase) => None,
-                        None => HeaderName::from_bytes(f.name).ok(),
-                    };
-                    match name.filter(|n| !is_connection_specific(n)) {
-                        Some(name) => {
+                    match h2_field_name(&f) {
+                        Ok(name) => {
                             let start = arena.len();
                             arena.extend_from_slice(f.value);
                             fields.push((name, start..arena.len(), f.never_indexed));
                         }
-                        None => bad = true,
+                        Err(_) => bad = true,
                     }
                 }
             })
             .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
-        let arena = arena.freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len() + RESPONSE_HEADERS_ADDED);
-        for (name, range, never_indexed) in fields.drain(..) {
-            match HeaderValue::from_maybe_shared(arena.slice(range)) {
-                Ok(mut value) => {
-                    value.set_sensitive(never_indexed);
-                    headers.append(name, value);
-                }
-                Err(_) => bad = true,
-            }
-        }
+        let headers = h2_header_map(fields, &arena.freeze(), RESPONSE_HEADERS_ADDED);
+        bad |= headers.is_none();
+        let headers = headers.unwrap_or_default();
         let Some(s) = st.streams.get_mut(&id) else {
             return Ok(()); // a stream already forgotten
         };

@@ -38,7 +38,7 @@ pub const RESPONSE_HEADERS_ADDED: usize = 3;
 /// The `HeaderName` of a regular HPACK static-table entry (RFC 7541
 /// Appendix A), made once: a decoded field whose name came from the table
 /// skips parsing. `None` for pseudo-headers and indices out of range.
-pub fn hpack_static_name(index: u8) -> Option<HeaderName> {
+fn hpack_static_name(index: u8) -> Option<HeaderName> {
     static NAMES: std::sync::OnceLock<Vec<Option<HeaderName>>> = std::sync::OnceLock::new();
     let names = NAMES.get_or_init(|| {
         (0..=meshwork_hpack::static_table::LEN)
@@ -52,6 +52,41 @@ pub fn hpack_static_name(index: u8) -> Option<HeaderName> {
             .collect()
     });
     names.get(usize::from(index))?.clone()
+}
+
+/// A decoded HTTP/2 field's regular name: the static table's, ready-made,
+/// or parsed. Refused, with why, when uppercase, invalid or
+/// connection-specific (RFC 9113 §8.2.1-8.2.2); the HTTP/2 server and
+/// the upstream client check the same.
+pub fn h2_field_name(f: &meshwork_hpack::Field<'_>) -> Result<HeaderName, &'static str> {
+    let name = match f.static_index.and_then(hpack_static_name) {
+        Some(name) => name,
+        None if f.name.iter().any(u8::is_ascii_uppercase) => return Err("uppercase header name"),
+        None => HeaderName::from_bytes(f.name).map_err(|_| "invalid header name")?,
+    };
+    if is_connection_specific(&name) {
+        return Err("connection-specific header");
+    }
+    Ok(name)
+}
+
+/// The header map of a decoded HTTP/2 block: names with their values'
+/// ranges in `arena` (one buffer per block, sliced, not one allocation per
+/// value), emptying `fields`. A value the peer sent "never indexed" stays
+/// sensitive (RFC 7541 §6.2.3); `extra` is room for headers added later.
+/// `None` when a value is not a valid header value.
+pub fn h2_header_map(
+    fields: &mut Vec<(HeaderName, std::ops::Range<usize>, bool)>,
+    arena: &bytes::Bytes,
+    extra: usize,
+) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(fields.len() + extra);
+    for (name, range, never_indexed) in fields.drain(..) {
+        let mut value = HeaderValue::from_maybe_shared(arena.slice(range)).ok()?;
+        value.set_sensitive(never_indexed);
+        map.append(name, value);
+    }
+    Some(map)
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

@@ -9,12 +9,14 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use meshwork_hpack::{Encoder, Field};
 
-use crate::http::headers::{REQUEST_HEADERS_ADDED, hpack_static_name, is_connection_specific};
+use crate::http::headers::{
+    REQUEST_HEADERS_ADDED, h2_field_name, h2_header_map, is_connection_specific,
+};
 
 /// Why a header block does not make a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,19 +125,10 @@ impl HeadBuilder {
             return;
         }
         self.regular_seen = true;
-        let name = match f.static_index.and_then(hpack_static_name) {
-            Some(name) => name,
-            None if f.name.iter().any(u8::is_ascii_uppercase) => {
-                return self.fail(HeadError::Malformed("uppercase header name"));
-            }
-            None => match HeaderName::from_bytes(f.name) {
-                Ok(name) => name,
-                Err(_) => return self.fail(HeadError::Malformed("invalid header name")),
-            },
+        let name = match h2_field_name(&f) {
+            Ok(name) => name,
+            Err(why) => return self.fail(HeadError::Malformed(why)),
         };
-        if is_connection_specific(&name) {
-            return self.fail(HeadError::Malformed("connection-specific header"));
-        }
         if name == header::TE && f.value != b"trailers" {
             return self.fail(HeadError::Malformed("te other than trailers"));
         }
@@ -156,13 +149,8 @@ impl HeadBuilder {
             return Err(e);
         }
         let arena = std::mem::take(&mut self.arena).freeze();
-        let mut map = HeaderMap::with_capacity(self.fields.len() + REQUEST_HEADERS_ADDED);
-        for (name, range, never_indexed) in self.fields.drain(..) {
-            let mut value = HeaderValue::from_maybe_shared(arena.slice(range))
-                .map_err(|_| HeadError::Malformed("invalid header value"))?;
-            value.set_sensitive(never_indexed);
-            map.append(name, value);
-        }
+        let map = h2_header_map(&mut self.fields, &arena, REQUEST_HEADERS_ADDED)
+            .ok_or(HeadError::Malformed("invalid header value"))?;
         Ok((map, arena))
     }
 
