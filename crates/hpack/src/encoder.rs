@@ -169,8 +169,8 @@ impl Encoder {
             .map(|i| static_table::LEN + 1 + i)
     }
 
-    fn insert(&mut self, name: &[u8], value: &[u8]) {
-        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+    /// Adds an entry of §4.1 `size`, evicting what it needs.
+    fn insert(&mut self, name: &[u8], value: &[u8], size: usize) {
         self.evict(size);
         self.table
             .push_front(([name, value].concat().into_boxed_slice(), name.len()));
@@ -214,32 +214,12 @@ impl Encoder {
             // for itself (one larger would empty the peer's table, §4.4).
             let size = name.len() + value.len() + ENTRY_OVERHEAD;
             if size <= self.capacity / 4 * 3 && !rarely_repeats(name) {
-                dst.reserve(name.len() + value.len() + 11);
-                match found {
-                    Some(m) => integer::encode(usize::from(m.index), 6, WITH_INDEXING, dst),
-                    None => {
-                        dst.push(WITH_INDEXING);
-                        string(name, dst);
-                    }
-                }
-                string(value, dst);
-                self.insert(name, value);
+                literal(found, 6, WITH_INDEXING, name, value, dst);
+                self.insert(name, value, size);
                 return;
             }
         }
-        match found {
-            Some(m) => {
-                dst.reserve(value.len() + 8);
-                integer::encode(usize::from(m.index), 4, flags, dst);
-                string(value, dst);
-            }
-            None => {
-                dst.reserve(name.len() + value.len() + 11);
-                dst.push(flags);
-                string(name, dst);
-                string(value, dst);
-            }
-        }
+        literal(found, 4, flags, name, value, dst);
     }
 
     /// Appends `:status` (indexed for 200 204 206 304 400 404 500, else literal with indexed name 8).
@@ -276,6 +256,28 @@ impl Encoder {
         };
         dst.push(INDEXED | index);
     }
+}
+
+/// Appends a literal field (§6.2): `flags` and, in its `prefix`-bit
+/// integer, the static table's index for the name when it has one (else
+/// 0 and the name itself), then the value.
+fn literal(
+    found: Option<static_table::Match>,
+    prefix: u32,
+    flags: u8,
+    name: &[u8],
+    value: &[u8],
+    dst: &mut Vec<u8>,
+) {
+    dst.reserve(name.len() + value.len() + 11);
+    match found {
+        Some(m) => integer::encode(usize::from(m.index), prefix, flags, dst),
+        None => {
+            dst.push(flags);
+            string(name, dst);
+        }
+    }
+    string(value, dst);
 }
 
 /// Appends a raw (non-Huffman) string literal (§5.2).
