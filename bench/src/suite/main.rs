@@ -37,10 +37,23 @@ const USAGE: &str = "usage: suite [--quick] [--rounds N] [--secs S] [--rate R] \
                    baseline1 (one hop through the meshwork binary named by
                    env MESHWORK_BASELINE, e.g. a build of an earlier commit:
                    an A/B comparison of two builds in one interleaved run)
-  --loads LIST     subset of: http1-4c,http1-64c,http1-max,h2c,grpc,tcp
+  --loads LIST     subset of: http1-4c,http1-l4,http1-64c,http1-max,h2c,grpc,
+                   tcp (http1-l4: the http1-4c load through each proxy's
+                   plain TCP relay, the cost of moving the bytes alone)
   --out DIR        where results go (default bench/results)
 Env MESHWORK_PROXY_WRAPPER runs each meshwork proxy under a profiler,
 e.g. \"valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p\".";
+
+/// Every load, in the order they run.
+const LOADS: [&str; 7] = [
+    "http1-4c",
+    "http1-l4",
+    "http1-64c",
+    "http1-max",
+    "h2c",
+    "grpc",
+    "tcp",
+];
 
 /// Command-line options.
 struct Opts {
@@ -63,9 +76,7 @@ fn parse() -> anyhow::Result<Opts> {
         setups: ["direct", "meshwork1", "meshwork2", "nginx", "haproxy"]
             .map(String::from)
             .to_vec(),
-        loads: ["http1-4c", "http1-64c", "http1-max", "h2c", "grpc", "tcp"]
-            .map(String::from)
-            .to_vec(),
+        loads: LOADS.map(String::from).to_vec(),
         out: PathBuf::from("bench/results"),
         tcp_bytes: 1 << 30,
     };
@@ -106,12 +117,13 @@ fn parse() -> anyhow::Result<Opts> {
 /// Runs one load against one setup.
 async fn run(load: &str, s: &Setup, o: &Opts, secs: f64) -> Outcome {
     match load {
-        "http1-4c" => load::h1_fixed(s.h1, o.rate, 4, secs).await,
-        "http1-64c" => load::h1_fixed(s.h1, o.rate, 64, secs).await,
-        "http1-max" => load::h1_max(s.h1, 64, secs).await,
-        "h2c" => load::h2_fixed(s.h2, o.rate, 4, secs, false).await,
-        "grpc" => load::h2_fixed(s.grpc, o.rate, 4, secs, true).await,
-        "tcp" => load::tcp_bulk(s.tcp, o.tcp_bytes).await,
+        "http1-4c" => load::h1_fixed(s.at.h1, o.rate, 4, secs).await,
+        "http1-64c" => load::h1_fixed(s.at.h1, o.rate, 64, secs).await,
+        "http1-max" => load::h1_max(s.at.h1, 64, secs).await,
+        "h2c" => load::h2_fixed(s.at.h2, o.rate, 4, secs, false).await,
+        "grpc" => load::h2_fixed(s.at.grpc, o.rate, 4, secs, true).await,
+        "tcp" => load::tcp_bulk(s.at.tcp, o.tcp_bytes).await,
+        "http1-l4" => load::h1_fixed(s.at.l4, o.rate, 4, secs).await,
         _ => Outcome::default(),
     }
 }
@@ -128,10 +140,7 @@ fn shell(cmd: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     let o = parse()?;
     for l in &o.loads {
-        anyhow::ensure!(
-            ["http1-4c", "http1-64c", "http1-max", "h2c", "grpc", "tcp"].contains(&l.as_str()),
-            "unknown load {l:?}\n{USAGE}"
-        );
+        anyhow::ensure!(LOADS.contains(&l.as_str()), "unknown load {l:?}\n{USAGE}");
     }
     let exe = std::env::current_exe()?.with_file_name("meshwork");
     anyhow::ensure!(

@@ -48,7 +48,7 @@ use meshwork_xds::server::AdsServer;
 use meshwork_xds::{TypeUrl, pack};
 
 use crate::backend::Backend;
-use crate::setup::{Setup, free_addr};
+use crate::setup::{Entries, Setup, free_addr};
 
 fn addr(a: SocketAddr) -> Address {
     Address {
@@ -290,12 +290,13 @@ async fn proxy(
 /// One plaintext hop: load generator → meshwork → backend. `name` tells
 /// the build under test from a baseline build.
 pub async fn one_hop(name: &'static str, cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> {
-    let (http, tcp) = (free_addr()?, free_addr()?);
+    let at = Entries::free()?;
     let child = proxy(
         cmd,
         vec![
-            http_listener("http", http, "backend", None),
-            tcp_listener("tcp", tcp, "backend-tcp", None),
+            http_listener("http", at.h1, "backend", None),
+            tcp_listener("tcp", at.tcp, "backend-tcp", None),
+            tcp_listener("l4", at.l4, "backend", None),
         ],
         vec![
             cluster("backend", b.http, None),
@@ -303,7 +304,12 @@ pub async fn one_hop(name: &'static str, cmd: &ProxyCmd<'_>, b: &Backend) -> any
         ],
     )
     .await?;
-    Setup::started(name, http, http, http, tcp, vec![child]).await
+    let at = Entries {
+        h2: at.h1,
+        grpc: at.h1,
+        ..at
+    };
+    Setup::started(name, at, vec![child]).await
 }
 
 /// Two hops: load generator → client sidecar → (mTLS) → server sidecar →
@@ -312,12 +318,13 @@ pub async fn two_hops(cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> 
     let ca = TestCa::new("cluster.local")?;
     let client_tls = Tls::pair(&ca, "client", "server")?;
     let server_tls = Tls::pair(&ca, "server", "client")?;
-    let (in_http, in_tcp) = (free_addr()?, free_addr()?);
+    let inbound = Entries::free()?;
     let server = proxy(
         cmd,
         vec![
-            http_listener("inbound-http", in_http, "backend", Some(&server_tls)),
-            tcp_listener("inbound-tcp", in_tcp, "backend-tcp", Some(&server_tls)),
+            http_listener("inbound-http", inbound.h1, "backend", Some(&server_tls)),
+            tcp_listener("inbound-tcp", inbound.tcp, "backend-tcp", Some(&server_tls)),
+            tcp_listener("inbound-l4", inbound.l4, "backend", Some(&server_tls)),
         ],
         vec![
             cluster("backend", b.http, None),
@@ -325,26 +332,25 @@ pub async fn two_hops(cmd: &ProxyCmd<'_>, b: &Backend) -> anyhow::Result<Setup> 
         ],
     )
     .await?;
-    let (out_http, out_tcp) = (free_addr()?, free_addr()?);
+    let out = Entries::free()?;
     let client = proxy(
         cmd,
         vec![
-            http_listener("outbound-http", out_http, "server", None),
-            tcp_listener("outbound-tcp", out_tcp, "server-tcp", None),
+            http_listener("outbound-http", out.h1, "server", None),
+            tcp_listener("outbound-tcp", out.tcp, "server-tcp", None),
+            tcp_listener("outbound-l4", out.l4, "server-l4", None),
         ],
         vec![
-            cluster("server", in_http, Some(&client_tls)),
-            cluster("server-tcp", in_tcp, Some(&client_tls)),
+            cluster("server", inbound.h1, Some(&client_tls)),
+            cluster("server-tcp", inbound.tcp, Some(&client_tls)),
+            cluster("server-l4", inbound.l4, Some(&client_tls)),
         ],
     )
     .await?;
-    Setup::started(
-        "meshwork two hops mTLS",
-        out_http,
-        out_http,
-        out_http,
-        out_tcp,
-        vec![client, server],
-    )
-    .await
+    let at = Entries {
+        h2: out.h1,
+        grpc: out.h1,
+        ..out
+    };
+    Setup::started("meshwork two hops mTLS", at, vec![client, server]).await
 }

@@ -2,13 +2,12 @@
 //! thread), configured for the same loads on loopback and started as real
 //! processes from the system packages (`bench/run` installs them).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::setup::{Setup, free_addr};
+use crate::setup::{Entries, Setup};
 
 /// Where the packaged nginx keeps its dynamic stream module.
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
@@ -24,26 +23,7 @@ fn found(binary: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(binary).is_file()))
 }
 
-/// Addresses for the four kinds of load.
-struct Ports {
-    h1: SocketAddr,
-    h2: SocketAddr,
-    grpc: SocketAddr,
-    tcp: SocketAddr,
-}
-
-impl Ports {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Ports {
-            h1: free_addr()?,
-            h2: free_addr()?,
-            grpc: free_addr()?,
-            tcp: free_addr()?,
-        })
-    }
-}
-
-fn nginx_conf(dir: &Path, p: &Ports, b: &Backend) -> String {
+fn nginx_conf(dir: &Path, p: &Entries, b: &Backend) -> String {
     let d = dir.display();
     let stream_module = if Path::new(NGINX_STREAM_MODULE).exists() {
         format!("load_module {NGINX_STREAM_MODULE};")
@@ -74,6 +54,7 @@ http {{
 }}
 stream {{
     server {{ listen {tcp}; proxy_pass {btcp}; proxy_half_close on; }}
+    server {{ listen {l4}; proxy_pass {http}; }}
 }}
 "#,
         http = b.http,
@@ -81,6 +62,7 @@ stream {{
         h2 = p.h2,
         grpc = p.grpc,
         tcp = p.tcp,
+        l4 = p.l4,
         btcp = b.tcp,
     )
 }
@@ -92,7 +74,7 @@ pub async fn nginx(b: &Backend) -> anyhow::Result<Option<Setup>> {
         return Ok(None);
     }
     let dir = scratch("nginx")?;
-    let p = Ports::new()?;
+    let p = Entries::free()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, &p, b))?;
     let child = tokio::process::Command::new("nginx")
@@ -105,7 +87,7 @@ pub async fn nginx(b: &Backend) -> anyhow::Result<Option<Setup>> {
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let setup = Setup::started("nginx", p.h1, p.h2, p.grpc, p.tcp, vec![child])
+    let setup = Setup::started("nginx", p, vec![child])
         .await?
         .with_scratch(dir);
     // The master forks its worker after binding: measure both.
@@ -113,7 +95,7 @@ pub async fn nginx(b: &Backend) -> anyhow::Result<Option<Setup>> {
     Ok(Some(setup.with_children()))
 }
 
-fn haproxy_conf(p: &Ports, b: &Backend) -> String {
+fn haproxy_conf(p: &Entries, b: &Backend) -> String {
     format!(
         r#"global
     nbthread 1
@@ -139,10 +121,15 @@ listen tcp
     mode tcp
     bind {tcp}
     server s1 {btcp}
+listen l4
+    mode tcp
+    bind {l4}
+    server s1 {http}
 "#,
         h1 = p.h1,
         h2 = p.h2,
         tcp = p.tcp,
+        l4 = p.l4,
         http = b.http,
         btcp = b.tcp,
     )
@@ -155,7 +142,7 @@ pub async fn haproxy(b: &Backend) -> anyhow::Result<Option<Setup>> {
         return Ok(None);
     }
     let dir = scratch("haproxy")?;
-    let p = Ports::new()?;
+    let p = Entries::free()?;
     let conf = dir.join("haproxy.cfg");
     std::fs::write(&conf, haproxy_conf(&p, b))?;
     let child = tokio::process::Command::new("haproxy")
@@ -166,8 +153,9 @@ pub async fn haproxy(b: &Backend) -> anyhow::Result<Option<Setup>> {
         .kill_on_drop(true)
         .spawn()?;
     // gRPC rides the h2 frontend (HAProxy proxies h2 end to end).
+    let at = Entries { grpc: p.h2, ..p };
     Ok(Some(
-        Setup::started("haproxy", p.h1, p.h2, p.h2, p.tcp, vec![child])
+        Setup::started("haproxy", at, vec![child])
             .await?
             .with_scratch(dir),
     ))

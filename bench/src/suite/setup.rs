@@ -6,18 +6,42 @@ use std::time::Duration;
 
 use tokio::process::Child;
 
-/// One way from the load generator to the backend.
-pub struct Setup {
-    /// Name in the tables and JSON.
-    pub name: &'static str,
+/// Where a setup takes each kind of load.
+#[derive(Clone, Copy, Debug)]
+pub struct Entries {
     /// HTTP/1.1 entry.
     pub h1: SocketAddr,
     /// h2c entry.
     pub h2: SocketAddr,
     /// gRPC entry.
     pub grpc: SocketAddr,
-    /// TCP entry.
+    /// TCP entry (to the backend's sink, for bulk throughput).
     pub tcp: SocketAddr,
+    /// A plain TCP relay to the backend's HTTP port: HTTP/1.1 requests
+    /// through it cost the proxy only the moving of their bytes (the
+    /// `http1-l4` load), the floor under what an HTTP hop can cost.
+    pub l4: SocketAddr,
+}
+
+impl Entries {
+    /// Fresh loopback addresses for every entry.
+    pub fn free() -> anyhow::Result<Self> {
+        Ok(Entries {
+            h1: free_addr()?,
+            h2: free_addr()?,
+            grpc: free_addr()?,
+            tcp: free_addr()?,
+            l4: free_addr()?,
+        })
+    }
+}
+
+/// One way from the load generator to the backend.
+pub struct Setup {
+    /// Name in the tables and JSON.
+    pub name: &'static str,
+    /// Where each load goes.
+    pub at: Entries,
     /// Processes whose CPU and memory count (empty for direct).
     pub pids: Vec<u32>,
     children: Vec<Child>,
@@ -35,10 +59,13 @@ impl Setup {
     pub fn direct(b: &crate::backend::Backend) -> Self {
         Setup {
             name: "direct",
-            h1: b.http,
-            h2: b.http,
-            grpc: b.http,
-            tcp: b.tcp,
+            at: Entries {
+                h1: b.http,
+                h2: b.http,
+                grpc: b.http,
+                tcp: b.tcp,
+                l4: b.http,
+            },
             pids: Vec::new(),
             children: Vec::new(),
             scratch: None,
@@ -49,14 +76,11 @@ impl Setup {
     /// accepts connections (60 s at most: profilers are slow to start).
     pub async fn started(
         name: &'static str,
-        h1: SocketAddr,
-        h2: SocketAddr,
-        grpc: SocketAddr,
-        tcp: SocketAddr,
+        at: Entries,
         mut children: Vec<Child>,
     ) -> anyhow::Result<Self> {
         let pids = children.iter().filter_map(Child::id).collect();
-        for addr in [h1, h2, grpc, tcp] {
+        for addr in [at.h1, at.h2, at.grpc, at.tcp, at.l4] {
             let mut ok = false;
             for _ in 0..2400 {
                 if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -74,10 +98,7 @@ impl Setup {
         }
         Ok(Setup {
             name,
-            h1,
-            h2,
-            grpc,
-            tcp,
+            at,
             pids,
             children,
             scratch: None,
