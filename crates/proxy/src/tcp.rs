@@ -117,7 +117,10 @@ pub async fn proxy(ctx: Arc<ProxyCtx>, stream: Downstream, tp: Arc<TcpProxyModel
             );
             let mut draining = false;
             loop {
+                // Biased: the copy first, with no random branch order drawn
+                // on every wakeup (most wakeups are the copy's).
                 tokio::select! {
+                    biased;
                     res = copy.as_mut() => {
                         if let Err(e) = res {
                             tracing::debug!(error = %e, "tcp proxy ended with an error");
