@@ -105,12 +105,12 @@ pub fn reason_name(code: u32) -> &'static str {
     NAMES.get(code as usize).copied().unwrap_or("UNKNOWN_ERROR")
 }
 
-/// SETTINGS identifiers (RFC 9113 §6.5.2).
 /// The most an HPACK encoder of ours keeps in its dynamic table: the
 /// protocol's default (a peer may ask for less), room for the fields sent
 /// on every message, peer metadata above all.
 pub const HPACK_TABLE: usize = 4096;
 
+/// SETTINGS identifiers (RFC 9113 §6.5.2).
 pub mod setting {
     /// SETTINGS_HEADER_TABLE_SIZE.
     pub const HEADER_TABLE_SIZE: u16 = 0x1;
