@@ -251,6 +251,19 @@ async fn te_in_any_case_reaches_an_http2_upstream_on_the_same_connection() {
     assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
 }
 
+/// A SETTINGS frame acknowledging the peer's.
+const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+
+/// Reads one frame off `s`, for the servers written frame by frame: its
+/// 9-octet header (the payload is read and dropped).
+async fn read_frame(s: &mut tokio::net::TcpStream) -> std::io::Result<[u8; 9]> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    s.read_exact(&mut vec![0u8; len]).await?;
+    Ok(head)
+}
+
 /// An HTTP/2 server written frame by frame: on its one connection it waits
 /// for two streams, then sends GOAWAY saying it processed only the first,
 /// and answers that one (`:status: 200`, no body). `first_seen` fires when
@@ -266,15 +279,11 @@ async fn goaway_server(first_seen: tokio::sync::oneshot::Sender<()>) -> u16 {
         let mut first_seen = Some(first_seen);
         let mut streams = Vec::new();
         while streams.len() < 2 {
-            let mut head = [0u8; 9];
-            s.read_exact(&mut head).await.unwrap();
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let head = read_frame(&mut s).await.unwrap();
             let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let mut payload = vec![0u8; len];
-            s.read_exact(&mut payload).await.unwrap();
             match head[3] {
                 // SETTINGS (not an ACK): acknowledge.
-                4 if head[4] & 1 == 0 => s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
+                4 if head[4] & 1 == 0 => s.write_all(&SETTINGS_ACK).await.unwrap(),
                 // HEADERS.
                 1 => {
                     streams.push(id);
@@ -428,17 +437,9 @@ async fn raw_server(preface: Vec<u8>, blocks: Vec<(u8, Vec<u8>)>) -> u16 {
                 s.read_exact(&mut preface).await.ok()?;
                 s.write_all(&ours).await.ok()?;
                 loop {
-                    let mut head = [0u8; 9];
-                    s.read_exact(&mut head).await.ok()?;
-                    let len = usize::from(head[0]) << 16
-                        | usize::from(head[1]) << 8
-                        | usize::from(head[2]);
-                    let mut payload = vec![0u8; len];
-                    s.read_exact(&mut payload).await.ok()?;
+                    let head = read_frame(&mut s).await.ok()?;
                     match head[3] {
-                        4 if head[4] & 1 == 0 => {
-                            s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.ok()?
-                        }
+                        4 if head[4] & 1 == 0 => s.write_all(&SETTINGS_ACK).await.ok()?,
                         1 => {
                             let mut answer = Vec::new();
                             for (flags, block) in &blocks {
