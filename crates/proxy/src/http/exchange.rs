@@ -33,8 +33,13 @@ pub struct ConnInfo {
     pub peer_principal: Option<Arc<str>>,
 }
 
-/// The accounting of one exchange.
-pub struct Exchange {
+/// The accounting of one exchange. Boxed: the exchange is moved through
+/// every layer of the request path (and each async layer keeps its own
+/// copy in its future), so a pointer keeps those moves and futures small.
+pub struct Exchange(Box<State>);
+
+/// What an [`Exchange`] holds.
+pub struct State {
     ctx: Arc<ProxyCtx>,
     start: Instant,
     /// The access-log line being built (`None` when access logs are off).
@@ -124,7 +129,7 @@ impl Exchange {
                 }
             }
         }
-        Exchange {
+        Exchange(Box::new(State {
             ctx,
             start: Instant::now(),
             entry,
@@ -134,7 +139,7 @@ impl Exchange {
             flags: ResponseFlags::new(),
             done: false,
             deferred: None,
-        }
+        }))
     }
 
     /// Records the chosen route.
@@ -261,6 +266,19 @@ impl Exchange {
     /// response is written (see [`Deferred`]).
     pub fn defer_to(&mut self, queue: &Arc<Deferred>) {
         self.deferred = Some(queue.clone());
+    }
+}
+
+impl std::ops::Deref for Exchange {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Exchange {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
     }
 }
 

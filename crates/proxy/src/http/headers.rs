@@ -179,14 +179,24 @@ fn strip_te(headers: &mut HeaderMap) {
 /// entries that do repeat and lengthening the chain of `x-request-id`
 /// values each later lookup compares against.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    match headers.get_mut(&X_REQUEST_ID) {
-        Some(v) => v.set_sensitive(true),
-        None => {
+    // One lookup (the name hashed once) whether it is there or not.
+    match headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(mut e) => e.get_mut().set_sensitive(true),
+        header::Entry::Vacant(e) => {
             let mut v = request_id_value();
             v.set_sensitive(true);
-            headers.insert(X_REQUEST_ID.clone(), v);
+            e.insert(v);
         }
     }
+}
+
+/// Whether `headers` carries either peer metadata header. One pass over
+/// the names, which is cheaper than removing by name (each removal hashes
+/// the name, present or not) when, as usual, neither is there.
+pub fn has_peer_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|k| k == X_PEER_METADATA || k == X_PEER_METADATA_ID)
 }
 
 /// A random `x-request-id` in UUID v4 form, formatted into one stack
@@ -359,6 +369,18 @@ mod tests {
         let kept = h.get(&X_REQUEST_ID).unwrap();
         assert_eq!(kept, "abc");
         assert!(kept.is_sensitive());
+    }
+
+    #[test]
+    fn peer_metadata_is_found_under_either_name() {
+        let mut h = HeaderMap::new();
+        h.insert("x-app", "1".parse().unwrap());
+        assert!(!has_peer_metadata(&h));
+        h.insert(X_PEER_METADATA_ID.clone(), "id".parse().unwrap());
+        assert!(has_peer_metadata(&h));
+        let mut h = HeaderMap::new();
+        h.insert(X_PEER_METADATA.clone(), "m".parse().unwrap());
+        assert!(has_peer_metadata(&h));
     }
 
     #[test]
