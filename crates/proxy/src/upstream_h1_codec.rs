@@ -41,6 +41,9 @@ pub use crate::upstream_h1_parse::{
 
 /// Request bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// The largest request buffer kept for the next request (a larger one,
+/// for a large body, is freed once written).
+const KEEP_WRITE_BUF: usize = 16 * 1024;
 /// Bytes asked of the socket per read (hyper's first read size too).
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -49,6 +52,9 @@ const READ_CHUNK: usize = 8 * 1024;
 pub struct H1Conn {
     io: UpstreamIo,
     read_buf: BytesMut,
+    /// The request being written, kept (empty) between requests so that
+    /// writing one allocates nothing.
+    write_buf: Vec<u8>,
     /// Requests sent on it so far.
     pub uses: u32,
     /// The server's verified identity (TLS).
@@ -62,6 +68,7 @@ impl H1Conn {
         H1Conn {
             io,
             read_buf: BytesMut::new(),
+            write_buf: Vec::new(),
             uses: 0,
             peer,
             _permit: permit,
@@ -92,7 +99,9 @@ impl H1Conn {
         parts: &http::request::Parts,
         body: &Gathered,
     ) -> io::Result<()> {
-        let mut out = BytesMut::with_capacity(512 + body.data.len());
+        let mut out = std::mem::take(&mut self.write_buf);
+        out.clear();
+        out.reserve(512 + body.data.len());
         out.put_slice(parts.method.as_str().as_bytes());
         out.put_u8(b' ');
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -124,7 +133,11 @@ impl H1Conn {
             out.put_slice(b"\r\n");
             out.put_slice(&body.data);
         }
-        self.io.write_all(&out).await?;
+        let written = self.io.write_all(&out).await;
+        if out.capacity() <= KEEP_WRITE_BUF {
+            self.write_buf = out;
+        }
+        written?;
         self.io.flush().await
     }
 
@@ -159,11 +172,12 @@ impl H1Conn {
         }
     }
 
-    /// Lets go of the read buffer of a connection idle in the pool for a
-    /// while (it is empty). A busy connection keeps it: once the last
+    /// Lets go of the read and write buffers of a connection idle in the
+    /// pool for a while (both are empty). A busy connection keeps it: once the last
     /// response's body is dropped, the next read reuses the allocation.
     pub fn release_buffer(&mut self) {
         self.read_buf = BytesMut::new();
+        self.write_buf = Vec::new();
     }
 
     /// Whether no response byte has come on this exchange yet.

@@ -42,6 +42,11 @@ pub struct Connection<IO> {
     /// each "never indexed" (kept so downstream, RFC 7541 §6.2.3); empty
     /// between blocks, only the allocation is reused.
     fields: Vec<(HeaderName, Range<usize>, bool)>,
+    /// How many value octets the last header block decoded to: the next
+    /// block's value buffer starts that large. A block's size says little
+    /// (one index can stand for a peer metadata value of hundreds of
+    /// octets), and a buffer that grows mid-block is reallocated.
+    arena_hint: usize,
 }
 
 impl<IO> Connection<IO> {
@@ -56,6 +61,7 @@ impl<IO> Connection<IO> {
             partial: None,
             shutting: false,
             fields: Vec::new(),
+            arena_hint: 0,
         }
     }
 }
@@ -324,7 +330,7 @@ impl<IO> Connection<IO> {
         let mut regular_seen = false;
         // Values are copied into one buffer per block and handed out as
         // slices of it: one allocation per head, not one per header.
-        let mut arena = BytesMut::with_capacity(2 * block.len());
+        let mut arena = BytesMut::with_capacity((2 * block.len()).max(self.arena_hint));
         let fields = &mut self.fields;
         fields.clear();
         self.decoder
@@ -350,6 +356,7 @@ impl<IO> Connection<IO> {
                 }
             })
             .map_err(|_| (reason::COMPRESSION_ERROR, "header block does not decode"))?;
+        self.arena_hint = arena.len().min(MAX_HEADER_LIST);
         let headers = h2_header_map(fields, &arena.freeze(), RESPONSE_HEADERS_ADDED);
         bad |= headers.is_none();
         let headers = headers.unwrap_or_default();
