@@ -108,6 +108,9 @@ pub struct Conn<IO> {
     preface_seen: bool,
     settings_seen: bool,
     pub(super) returns: Arc<Returns>,
+    /// The stream ids taken from `returns` (swapped with its list, so
+    /// neither allocation is dropped between rounds).
+    returned_ids: Vec<u32>,
     /// The GOAWAY sent, if any: streams above its last id are ignored.
     pub(super) goaway: Option<u32>,
     /// A graceful GOAWAY's first step is out; its PING is awaited.
@@ -146,6 +149,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             wbuf,
             written: 0,
             returns: Returns::new(conn_window as u32, settings.stream_window),
+            returned_ids: Vec::new(),
             settings,
             make,
             peer_window: frame::DEFAULT_WINDOW,
@@ -297,8 +301,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             frame::put_window_update(&mut self.wbuf, 0, owed);
             self.conn_recv += i64::from(owed);
         }
-        let ids = std::mem::take(&mut *self.returns.streams.lock().unwrap());
-        for id in ids {
+        let mut ids = std::mem::take(&mut self.returned_ids);
+        std::mem::swap(&mut ids, &mut *self.returns.streams.lock().unwrap());
+        for id in ids.drain(..) {
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
@@ -309,6 +314,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 s.recv_window += i64::from(n);
             }
         }
+        self.returned_ids = ids;
     }
 
     /// Handles every whole frame in the read buffer.
