@@ -301,6 +301,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             frame::put_window_update(&mut self.wbuf, 0, owed);
             self.conn_recv += i64::from(owed);
         }
+        if !self.returns.streams_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let mut ids = std::mem::take(&mut self.returned_ids);
         std::mem::swap(&mut ids, &mut *self.returns.streams.lock().unwrap());
         for id in ids.drain(..) {

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -24,6 +24,9 @@ pub struct Returns {
     pub conn: AtomicU32,
     /// Streams whose unannounced consumption crossed their threshold.
     pub streams: Mutex<Vec<u32>>,
+    /// Set after an id is pushed onto `streams`: the connection, which
+    /// looks several times per wakeup, takes the lock only then.
+    pub streams_pending: AtomicBool,
     /// The connection task.
     pub waker: AtomicWaker,
     /// Half the connection window: the wake threshold.
@@ -51,6 +54,7 @@ impl Returns {
             let before = shared.unannounced.fetch_add(n, Ordering::AcqRel);
             if before < self.stream_threshold && before + n >= self.stream_threshold {
                 self.streams.lock().unwrap().push(shared.id);
+                self.streams_pending.store(true, Ordering::Release);
                 wake = true;
             }
         }
@@ -257,6 +261,7 @@ mod tests {
         assert_eq!(returns.conn.load(Ordering::Acquire), 6);
         // The stream had ended: its own window is not worth returning.
         assert!(returns.streams.lock().unwrap().is_empty());
+        assert!(!returns.streams_pending.load(Ordering::Acquire));
     }
 
     #[tokio::test]
@@ -267,6 +272,7 @@ mod tests {
         shared.push(Bytes::from_static(b"0123456"), false);
         body.frame().await.unwrap().unwrap();
         assert_eq!(*returns.streams.lock().unwrap(), [3]);
+        assert!(returns.streams_pending.load(Ordering::Acquire));
         assert_eq!(shared.unannounced.load(Ordering::Acquire), 7);
     }
 
