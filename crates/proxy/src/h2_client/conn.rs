@@ -72,6 +72,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         this.inner.task.register(cx.waker());
+        // Once a read found nothing, the socket wakes the task when bytes
+        // come: asking again within this poll only costs a readiness check.
+        let mut read_waiting = false;
         loop {
             if this.shutting {
                 return Pin::new(&mut this.io).poll_shutdown(cx).map(|_| Ok(()));
@@ -83,6 +86,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                 this.written = 0;
                 let mut st = this.inner.lock();
                 std::mem::swap(&mut this.out, &mut st.wbuf);
+                // Senders held back by a full buffer may go on: the buffer
+                // they wait on was just emptied (while they wait it is
+                // full, so the loop comes back here before it ends).
+                let waiters = std::mem::take(&mut st.buffer_waiters);
+                drop(st);
+                waiters.into_iter().for_each(std::task::Waker::wake);
             }
             while this.written < this.out.len() {
                 match Pin::new(&mut this.io).poll_write(cx, &this.out[this.written..]) {
@@ -96,19 +105,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                     Poll::Pending => break,
                 }
             }
-            if this.written == this.out.len() {
-                if let Poll::Ready(Err(_)) = Pin::new(&mut this.io).poll_flush(cx) {
-                    return Poll::Ready(this.end(Error::Io("flush failed".into())));
-                }
-                // Senders held back by a full buffer may go on.
-                let waiters = std::mem::take(&mut this.inner.lock().buffer_waiters);
-                waiters.into_iter().for_each(std::task::Waker::wake);
+            if this.written == this.out.len()
+                && let Poll::Ready(Err(_)) = Pin::new(&mut this.io).poll_flush(cx)
+            {
+                return Poll::Ready(this.end(Error::Io("flush failed".into())));
             }
             // Read the server's frames.
             if this.rbuf.capacity() - this.rbuf.len() < MAX_FRAME {
                 this.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf) {
+            let read = if read_waiting {
+                Poll::Pending
+            } else {
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf)
+            };
+            match read {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     progress = true;
                     if let Err(e) = this.read_frames() {
@@ -125,7 +136,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                     return Poll::Ready(this.end(Error::Io("closed by the server".into())));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(this.end(Error::Io(e.to_string()))),
-                Poll::Pending => {}
+                Poll::Pending => read_waiting = true,
             }
             let st = this.inner.lock();
             if st.finished() && st.wbuf.is_empty() && this.written == this.out.len() {

@@ -206,6 +206,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     pub fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Readers of request bodies wake the connection to give window back.
         self.returns.waker.register(cx.waker());
+        // Once a read found nothing, the socket wakes the task when bytes
+        // come: asking again within this poll only costs a readiness check.
+        let mut read_waiting = false;
         loop {
             let mut progress = false;
             self.take_returns();
@@ -213,7 +216,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             // turn; once it is written, they must be polled (else nothing
             // would wake the connection again).
             let gated = self.unwritten() >= WRITE_LIMIT;
-            if !self.read_closed && !self.failed && !gated {
+            if !self.read_closed && !self.failed && !gated && !read_waiting {
                 if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME {
                     self.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
                 }
@@ -225,7 +228,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                         }
                     }
                     Poll::Ready(_) => self.read_closed = true,
-                    Poll::Pending => {}
+                    Poll::Pending => read_waiting = true,
                 }
             }
             while !self.failed && self.unwritten() < WRITE_LIMIT {
