@@ -173,8 +173,9 @@ impl H1Conn {
     }
 
     /// Lets go of the read and write buffers of a connection idle in the
-    /// pool for a while (both are empty). A busy connection keeps it: once the last
-    /// response's body is dropped, the next read reuses the allocation.
+    /// pool for a while (both are empty). A busy connection keeps them:
+    /// once the last response's body is dropped, the next read reuses the
+    /// read buffer's allocation, and the next request the write buffer.
     pub fn release_buffer(&mut self) {
         self.read_buf = BytesMut::new();
         self.write_buf = Vec::new();

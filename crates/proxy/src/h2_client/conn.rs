@@ -111,12 +111,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
                 return Poll::Ready(this.end(Error::Io("flush failed".into())));
             }
             // Read the server's frames.
-            if this.rbuf.capacity() - this.rbuf.len() < MAX_FRAME {
-                this.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
-            }
             let read = if read_waiting {
                 Poll::Pending
             } else {
+                if this.rbuf.capacity() - this.rbuf.len() < MAX_FRAME {
+                    this.rbuf.reserve(MAX_FRAME + frame::HEADER_LEN);
+                }
                 tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf)
             };
             match read {

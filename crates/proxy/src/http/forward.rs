@@ -16,7 +16,7 @@ use super::deadline::Deadline;
 use super::exchange::Exchange;
 use super::headers::{
     X_FORWARDED_PROTO, X_PEER_METADATA, X_PEER_METADATA_ID, X_UPSTREAM_SERVICE_TIME,
-    ensure_request_id, has_peer_metadata, local_reply, strip_hop_by_hop,
+    ensure_request_id, local_reply, strip_hop_by_hop, strip_peer_metadata,
 };
 use super::replay::Replay;
 use super::request::{HttpConn, observe, observe_response};
@@ -305,10 +305,7 @@ fn prepare_headers(conn: &HttpConn, headers: &mut HeaderMap, is_upgrade: bool) {
     ensure_request_id(headers);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if conn.info.inbound {
-        if has_peer_metadata(headers) {
-            headers.remove(&X_PEER_METADATA);
-            headers.remove(&X_PEER_METADATA_ID);
-        }
+        strip_peer_metadata(headers);
     } else {
         headers.insert(X_PEER_METADATA.clone(), conn.ctx.peer_header.clone());
         headers.insert(X_PEER_METADATA_ID.clone(), conn.ctx.peer_id_header.clone());
@@ -339,10 +336,7 @@ fn finish(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded);
     if !conn.info.inbound {
-        if has_peer_metadata(&parts.headers) {
-            parts.headers.remove(&X_PEER_METADATA);
-            parts.headers.remove(&X_PEER_METADATA_ID);
-        }
+        strip_peer_metadata(&mut parts.headers);
     } else {
         parts
             .headers

@@ -190,13 +190,17 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `headers` carries either peer metadata header. One pass over
-/// the names, which is cheaper than removing by name (each removal hashes
-/// the name, present or not) when, as usual, neither is there.
-pub fn has_peer_metadata(headers: &HeaderMap) -> bool {
-    headers
+/// Removes both peer metadata headers. One pass over the names first,
+/// which is cheaper than removing by name (each removal hashes the name,
+/// present or not) when, as usual, neither is there.
+pub fn strip_peer_metadata(headers: &mut HeaderMap) {
+    if headers
         .keys()
         .any(|k| k == X_PEER_METADATA || k == X_PEER_METADATA_ID)
+    {
+        headers.remove(&X_PEER_METADATA);
+        headers.remove(&X_PEER_METADATA_ID);
+    }
 }
 
 /// A random `x-request-id` in UUID v4 form, formatted into one stack
@@ -372,15 +376,24 @@ mod tests {
     }
 
     #[test]
-    fn peer_metadata_is_found_under_either_name() {
+    fn peer_metadata_is_removed_under_either_name() {
         let mut h = HeaderMap::new();
         h.insert("x-app", "1".parse().unwrap());
-        assert!(!has_peer_metadata(&h));
-        h.insert(X_PEER_METADATA_ID.clone(), "id".parse().unwrap());
-        assert!(has_peer_metadata(&h));
+        strip_peer_metadata(&mut h);
+        assert_eq!(h.len(), 1, "nothing else removed");
+        for name in [&X_PEER_METADATA, &X_PEER_METADATA_ID] {
+            let mut h = HeaderMap::new();
+            h.insert("x-app", "1".parse().unwrap());
+            h.insert(name.clone(), "m".parse().unwrap());
+            strip_peer_metadata(&mut h);
+            assert!(h.get(name).is_none(), "{name}");
+            assert_eq!(h.get("x-app").unwrap(), "1");
+        }
         let mut h = HeaderMap::new();
         h.insert(X_PEER_METADATA.clone(), "m".parse().unwrap());
-        assert!(has_peer_metadata(&h));
+        h.insert(X_PEER_METADATA_ID.clone(), "id".parse().unwrap());
+        strip_peer_metadata(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]
